@@ -108,7 +108,8 @@ def bin_bounds(cfg: MiningConfig, lo: float, hi: float) -> np.ndarray:
     edges = hist_edges(cfg).double().numpy()
     lower = np.concatenate([[min(lo, edges[0])], edges])
     upper = np.concatenate([edges, [max(hi, edges[-1])]])
-    return np.stack([lower, upper], axis=1)
+    # The observed range bounds every bin: no quantile is read outside [min, max].
+    return np.clip(np.stack([lower, upper], axis=1), lo, hi) if lo <= hi else np.stack([lower, upper], axis=1)
 
 
 def hash32(x: torch.Tensor) -> torch.Tensor:

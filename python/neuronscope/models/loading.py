@@ -63,6 +63,9 @@ def load_subject(
     Raises ModelError for an unreadable model and UnsupportedModelError for an unknown architecture.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     if dtype not in _DTYPES:
         raise ModelError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")

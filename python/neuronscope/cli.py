@@ -1,0 +1,135 @@
+"""The ``neuronscope`` command line: ``mine``, ``info``, ``merge``, ``neuron``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import NeuronscopeError
+
+
+def _add_mine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("mine", help="mine every selected MLP neuron's top activations and statistics")
+    p.add_argument("--model", default="minilm", help="local directory, hub id, or 'minilm' (the default)")
+    p.add_argument("--corpus", default="pydoc",
+                   help="'pydoc' (default), a .txt/.jsonl/.parquet file, a directory, a glob, or a saved HF dataset")
+    p.add_argument("--text-field", default="text", help="field holding the text (.jsonl, .parquet, HF datasets)")
+    p.add_argument("--doc-split", default="paragraph", choices=["paragraph", "line", "file"],
+                   help="how .txt files are cut into documents")
+    p.add_argument("--layers", default="all", help="'all' or e.g. '0,3,5-7'")
+    p.add_argument("--k", type=int, default=64, help="top activations kept per neuron")
+    p.add_argument("--bottom-k", type=int, default=0, help="most negative activations kept per neuron")
+    p.add_argument("--samples", type=int, default=8, help="random tokens kept per (neuron, histogram stratum)")
+    p.add_argument("--max-tokens", type=int, default=None, help="stop after this many corpus tokens")
+    p.add_argument("--batch-tokens", type=int, default=8192, help="model positions per forward pass")
+    p.add_argument("--seq-len", type=int, default=None, help="positions per sequence (default 512, capped by the model)")
+    p.add_argument("--packing", default="stream", choices=["stream", "doc"])
+    p.add_argument("--backend", default=None, choices=["auto", "ref", "cpu", "triton"],
+                   help="miner implementation (default: auto, or $NEURONSCOPE_BACKEND)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--workers", type=int, default=0, help="tokenizer processes (0 = up to 4)")
+    p.add_argument("--checkpoint-seconds", type=float, default=300.0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the quantile samples")
+    p.add_argument("--out", required=True, help="output NeuronStore directory (resumes if unfinished)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _cmd_mine(a: argparse.Namespace) -> int:
+    from .corpus import CorpusSpec
+    from .mining import MiningConfig
+    from .mining.run import mine
+
+    cfg = MiningConfig(k=a.k, bottom_k=a.bottom_k, samples_per_stratum=a.samples, seed=a.seed)
+    spec = CorpusSpec(a.corpus, text_field=a.text_field, doc_split=a.doc_split)
+    store = mine(a.model, spec, a.out, layers=a.layers, config=cfg, max_tokens=a.max_tokens,
+                 batch_tokens=a.batch_tokens, seq_len=a.seq_len, packing=a.packing, backend=a.backend,
+                 device=a.device, dtype=a.dtype, workers=a.workers, checkpoint_seconds=a.checkpoint_seconds,
+                 progress=not a.quiet)
+    if store.path.joinpath("manifest.json").exists():
+        s = store.summary()
+        print(f"mined {s['tokens_seen']} tokens x {len(s['layers'])} layers x {s['neurons_per_layer']} neurons "
+              f"in {s['seconds']} s [{s['backend']}] -> {store.path}")
+    return 0
+
+
+def _cmd_info(a: argparse.Namespace) -> int:
+    from .store import open_store
+
+    store = open_store(a.store)
+    summary = store.summary()
+    if a.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    for key, value in summary.items():
+        print(f"{key:20s} {value}")
+    print(f"{'layer':>5s} {'mean':>9s} {'std':>9s} {'max':>9s} {'frac>0':>7s}  strongest neurons (max)")
+    for layer in store.layers:
+        st = store.stats(layer)
+        n = st.count.clamp_min(1).double()
+        std = (st.m2 / n).sqrt()
+        top = st.max.argsort(descending=True)[:3].tolist()
+        print(f"{layer:5d} {float(st.mean.mean()):9.4f} {float(std.mean()):9.4f} {float(st.max.max()):9.3f} "
+              f"{float((st.positive / n).mean()):7.3f}  " + ", ".join(f"{i} ({float(st.max[i]):.2f})" for i in top))
+    return 0
+
+
+def _cmd_merge(a: argparse.Namespace) -> int:
+    from .mining.merge import merge_stores
+
+    store = merge_stores(a.stores, a.out)
+    print(f"merged {len(a.stores)} stores ({store.n_tokens_seen} tokens) -> {store.path}")
+    return 0
+
+
+def _cmd_neuron(a: argparse.Namespace) -> int:
+    from .store import open_store
+
+    store = open_store(a.store)
+    r = store.neuron(a.layer, a.index, activations=not a.no_acts)
+    print(f"layer {r.layer} neuron {r.index}: mean {r.mean:.4f} std {r.std:.4f} min {r.min:.3f} max {r.max:.3f} "
+          f"frac>0 {r.frac_positive:.3f}")
+    print("quantiles " + " ".join(f"q{q:g}={v:.3f}" for q, v in r.quantiles.items()))
+    for e in r.top[: a.show]:
+        before = "".join(e.pieces[: e.focus])
+        print(f"{e.activation:8.3f}  {before}[[{e.pieces[e.focus]}]]{''.join(e.pieces[e.focus + 1:])}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neuronscope", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_mine(sub)
+    p = sub.add_parser("info", help="summarise a NeuronStore")
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("merge", help="merge stores mined over disjoint parts of one corpus")
+    p.add_argument("stores", nargs="+")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("neuron", help="show one neuron's statistics and top exemplars")
+    p.add_argument("store")
+    p.add_argument("layer", type=int)
+    p.add_argument("index", type=int)
+    p.add_argument("--show", type=int, default=10)
+    p.add_argument("--no-acts", action="store_true", help="do not recompute context activations")
+    return parser
+
+
+COMMANDS = {"mine": _cmd_mine, "info": _cmd_info, "merge": _cmd_merge, "neuron": _cmd_neuron}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except NeuronscopeError as e:
+        print(f"neuronscope {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

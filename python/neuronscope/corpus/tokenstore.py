@@ -1,0 +1,115 @@
+"""The token store: the tokenized corpus as one uint32 memmap plus document offsets.
+
+Layout of the directory::
+
+    tokens.bin   uint32[n_tokens]        every document's tokens, back to back (no special tokens)
+    docs.npy     int64[n_docs + 1]       document d is tokens[docs[d]:docs[d+1]]
+    meta.json    n_tokens, n_docs, tokenizer, fingerprint, skipped inputs, corpus spec
+
+A token's *global position* is its index in ``tokens.bin``; every statistic in a NeuronStore refers
+to tokens by it, so exemplars are shown in context without re-tokenizing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import StoreError
+from ..io import atomic_dir, write_json
+
+FORMAT = 1
+
+
+class TokenStore:
+    """Read access to a token store directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta_file = self.path / "meta.json"
+        if not meta_file.exists():
+            raise StoreError(f"{self.path} is not a token store (no meta.json)")
+        try:
+            self.meta = json.loads(meta_file.read_text())
+            self.doc_offsets = np.load(self.path / "docs.npy")
+            n = int(self.meta["n_tokens"])
+            self.tokens = (
+                np.memmap(self.path / "tokens.bin", dtype=np.uint32, mode="r", shape=(n,))
+                if n else np.zeros(0, np.uint32)
+            )
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+            raise StoreError(f"corrupt token store {self.path}: {e}") from e
+        if (self.path / "tokens.bin").stat().st_size != 4 * n:
+            raise StoreError(f"corrupt token store {self.path}: tokens.bin does not hold {n} tokens")
+        if self.doc_offsets[-1] != n or self.doc_offsets[0] != 0:
+            raise StoreError(f"corrupt token store {self.path}: document offsets do not span the tokens")
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.meta["n_tokens"])
+
+    @property
+    def n_docs(self) -> int:
+        return int(self.meta["n_docs"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.meta["fingerprint"])
+
+    def doc_of(self, positions: np.ndarray | int) -> np.ndarray | int:
+        """Document index of global token positions."""
+        return np.searchsorted(self.doc_offsets, positions, side="right") - 1
+
+    def window(self, position: int, before: int, after: int) -> tuple[int, int]:
+        """``[start, stop)`` of the context around ``position``, clipped to its document."""
+        if not 0 <= position < self.n_tokens:
+            raise StoreError(f"token position {position} outside the token store (0..{self.n_tokens - 1})")
+        d = int(self.doc_of(position))
+        lo, hi = int(self.doc_offsets[d]), int(self.doc_offsets[d + 1])
+        return max(lo, position - before), min(hi, position + after + 1)
+
+
+class TokenStoreWriter:
+    """Appends documents' token ids and finalizes the store atomically (all or nothing)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._ctx = atomic_dir(self.path)
+        self._tmp = self._ctx.__enter__()
+        self._file = open(self._tmp / "tokens.bin", "wb")
+        self._offsets = [0]
+        self._hash = hashlib.sha256()
+
+    @property
+    def n_tokens(self) -> int:
+        return self._offsets[-1]
+
+    def add(self, ids: np.ndarray) -> None:
+        """Appends one document's token ids (``(L,)``, L >= 1)."""
+        arr = np.ascontiguousarray(ids, dtype=np.uint32)
+        self._file.write(arr.tobytes())
+        self._hash.update(arr.tobytes())
+        self._offsets.append(self._offsets[-1] + len(arr))
+
+    def finish(self, meta: dict) -> TokenStore:
+        self._file.close()
+        offsets = np.asarray(self._offsets, dtype=np.int64)
+        self._hash.update(offsets.tobytes())
+        np.save(self._tmp / "docs.npy", offsets)
+        meta = {
+            "format": FORMAT,
+            **meta,
+            "n_tokens": int(offsets[-1]),
+            "n_docs": len(offsets) - 1,
+            "fingerprint": self._hash.hexdigest()[:32],
+        }
+        write_json(self._tmp / "meta.json", meta)
+        self._ctx.__exit__(None, None, None)
+        return TokenStore(self.path)
+
+    def abort(self) -> None:
+        self._file.close()
+        self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)

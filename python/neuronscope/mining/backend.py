@@ -1,0 +1,65 @@
+"""Choosing the miner implementation: Triton on CUDA, the C++ core on CPU, the PyTorch reference anywhere.
+
+``NEURONSCOPE_BACKEND=ref|cpu|triton`` (or the ``backend`` argument) forces one. Nothing here touches a
+device at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+
+from ..errors import ConfigError
+from .reference import mine_ref
+from .spec import MiningConfig
+from .stats import LayerStats
+
+MinerFn = Callable[[LayerStats, torch.Tensor, torch.Tensor, int, MiningConfig], LayerStats]
+BACKENDS = ("auto", "ref", "cpu", "triton")
+
+
+def _cpu_available() -> bool:
+    try:
+        from .. import _core
+    except ImportError:
+        return False
+    return hasattr(_core, "mine_update")
+
+
+def _triton_miner() -> MinerFn | None:
+    try:
+        from neuronscope.kernels.mine import mine_stats  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):
+        return None
+    return mine_stats
+
+
+def resolve_backend(name: str | None, device: torch.device | str) -> tuple[str, MinerFn]:
+    """The (name, function) of the miner to use for activations on ``device``."""
+    name = (name or os.environ.get("NEURONSCOPE_BACKEND") or "auto").lower()
+    if name not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    is_cuda = torch.device(device).type == "cuda"
+    if name == "auto":
+        if is_cuda and _triton_miner() is not None:
+            name = "triton"
+        elif not is_cuda and _cpu_available():
+            name = "cpu"
+        else:
+            name = "ref"
+    if name == "ref":
+        return name, mine_ref
+    if name == "cpu":
+        if is_cuda:
+            raise ConfigError("backend 'cpu' needs activations on the CPU; use --device cpu or another backend")
+        if not _cpu_available():
+            raise ConfigError("backend 'cpu' is unavailable: the compiled core has no mine_update")
+        from .cpu import mine_cpu
+
+        return name, mine_cpu
+    fn = _triton_miner()
+    if fn is None:
+        raise ConfigError("backend 'triton' is unavailable: install triton (pip install triton)")
+    return name, fn

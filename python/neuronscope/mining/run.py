@@ -1,0 +1,263 @@
+"""``mine``: one pass over a corpus collecting every selected neuron's statistics into a NeuronStore.
+
+Resumable (atomic checkpoints of the statistics at batch boundaries; a resumed run processes the same
+batches in the same order, so its store is identical to an uninterrupted run's) and distributed
+(``torchrun``: rank r mines a contiguous range of batches into ``ranks/rank_r``, rank 0 merges).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..corpus import CorpusSpec, TokenStore, build_token_store, tokenizer_id
+from ..corpus.packing import PackMode, make_packing
+from ..errors import ConfigError, StoreError
+from ..io import write_json
+from ..models import Subject, load_subject
+from ..models.hooks import _StopForward, neuron_hooks
+from ..store import NeuronStore, open_store, read_manifest, read_stats, write_manifest, write_stats
+from .backend import resolve_backend
+from .spec import MiningConfig
+from .stats import LayerStats
+
+
+class _Interrupted(Exception):
+    """Raised by the test hook ``_stop_after_batches`` to simulate a kill after a checkpoint."""
+
+
+def parse_layers(spec: str | list[int] | None, n_layers: int) -> list[int]:
+    """``all`` | ``0,3,5-7`` | a list → sorted unique layer indices, validated against the model."""
+    if spec is None or spec == "all":
+        return list(range(n_layers))
+    if isinstance(spec, str):
+        out: set[int] = set()
+        for part in spec.split(","):
+            part = part.strip()
+            try:
+                if "-" in part[1:]:
+                    lo, hi = part.split("-", 1)
+                    out.update(range(int(lo), int(hi) + 1))
+                else:
+                    out.add(int(part))
+            except ValueError:
+                raise ConfigError(f"bad layer spec {spec!r}: expected 'all' or e.g. '0,3,5-7'") from None
+        layers = sorted(out)
+    else:
+        layers = sorted(set(int(x) for x in spec))
+    bad = [x for x in layers if not 0 <= x < n_layers]
+    if bad or not layers:
+        raise ConfigError(f"layers {bad or spec} out of range: the model has layers 0..{n_layers - 1}")
+    return layers
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.active:
+            torch.distributed.barrier()
+
+
+def _init_distributed(device: str) -> _Dist:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size())
+
+
+def _token_store(out: Path, spec: CorpusSpec, subject: Subject, max_tokens: int | None, workers: int,
+                 progress: bool) -> TokenStore:
+    path = out / "tokens"
+    want = {"source": spec.source, "text_field": spec.text_field, "doc_split": spec.doc_split, "split": spec.split}
+    if (path / "meta.json").exists():
+        ts = TokenStore(path)
+        same = (ts.meta["corpus"] == want and ts.meta["max_tokens"] == max_tokens
+                and ts.meta["tokenizer"] == tokenizer_id(subject.tokenizer))
+        if not same:
+            raise StoreError(
+                f"{out} already holds a token store of another corpus/tokenizer/max_tokens; "
+                "use a new --out directory (nothing was overwritten)"
+            )
+        return ts
+    ts, skips = build_token_store(spec, subject.tokenizer, path, max_tokens=max_tokens, workers=workers,
+                                  progress=progress)
+    if progress:
+        print(f"tokenized {ts.n_docs} documents, {ts.n_tokens} tokens; {skips}")
+    return ts
+
+
+def mine(
+    model: str | Subject,
+    corpus: str | CorpusSpec,
+    out: str | Path,
+    *,
+    layers: str | list[int] | None = "all",
+    config: MiningConfig | None = None,
+    max_tokens: int | None = None,
+    batch_tokens: int = 8192,
+    seq_len: int | None = None,
+    packing: PackMode = "stream",
+    backend: str | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    workers: int = 0,
+    checkpoint_seconds: float = 300.0,
+    progress: bool = True,
+    _stop_after_batches: int | None = None,
+) -> NeuronStore:
+    """Mines every selected layer's MLP neurons over ``corpus`` into a NeuronStore at ``out``.
+
+    ``model``: local directory, hub id, ``minilm`` or a loaded Subject. ``corpus``: see CorpusSpec.
+    ``batch_tokens``: model positions per forward pass. A finished store is returned as is; an
+    unfinished one resumes from its last checkpoint.
+    """
+    out = Path(out)
+    if batch_tokens < 1:
+        raise ConfigError(f"batch_tokens must be >= 1, got {batch_tokens}")
+    cfg = config or MiningConfig()
+    dist = _init_distributed(device)
+    if (out / "manifest.json").exists() and not dist.active:
+        store = open_store(out)
+        if store.manifest["mining"] != cfg.to_dict():
+            raise StoreError(f"{out} is a finished store mined with another configuration; use a new --out")
+        return store
+    subject = model if isinstance(model, Subject) else load_subject(model, device=device, dtype=dtype)
+    spec = corpus if isinstance(corpus, CorpusSpec) else CorpusSpec(corpus)
+    layer_list = parse_layers(layers, subject.n_layers)
+    backend_name, miner = resolve_backend(backend, subject.device)
+
+    if dist.rank == 0:
+        tokens = _token_store(out, spec, subject, max_tokens, workers, progress)
+    dist.barrier()
+    if dist.rank != 0:
+        tokens = TokenStore(out / "tokens")
+    pk = make_packing(subject.tokenizer, subject.model.config, seq_len, packing)
+    starts, lengths = pk.sequences(tokens)
+    per_batch = max(1, batch_tokens // pk.seq_len)
+    n_batches = -(-len(starts) // per_batch)
+    lo, hi = (dist.rank * n_batches) // dist.world, ((dist.rank + 1) * n_batches) // dist.world
+    work = out / "ranks" / f"rank_{dist.rank}" if dist.active else out
+    manifest = {
+        "model": {"id": subject.model_id, "type": subject.model_type, "dtype": dtype},
+        "architecture": subject.model_type,
+        "layers": layer_list,
+        "n_neurons": subject.n_neurons,
+        "n_layers_model": subject.n_layers,
+        "mining": cfg.to_dict(),
+        "packing": pk.to_dict(),
+        "corpus": tokens.meta["corpus"],
+        "corpus_fingerprint": tokens.fingerprint,
+        "corpus_tokens": tokens.n_tokens,
+        "tokenizer": tokens.meta["tokenizer"],
+        "token_store": os.path.relpath(out / "tokens", work),
+    }
+    stats, next_batch, seconds = _resume(work, manifest, layer_list, subject.n_neurons, cfg, lo)
+    _run_batches(subject, tokens, pk, starts, lengths, per_batch, range(next_batch, hi), layer_list, stats, miner,
+                 cfg, work, manifest, seconds, checkpoint_seconds, progress, _stop_after_batches, backend_name)
+    seq_lo, seq_hi = lo * per_batch, min(hi * per_batch, len(starts))
+    seen = int(lengths[seq_lo:seq_hi].sum())
+    final = {**manifest, "sequences": [[seq_lo, seq_hi]] if seq_hi > seq_lo else [], "tokens_seen": seen,
+             "backend": backend_name, "seconds": round(seconds[0], 3)}
+    write_stats(work, stats)
+    write_manifest(work, final)
+    shutil.rmtree(work / "checkpoint", ignore_errors=True)
+    if dist.active:
+        dist.barrier()
+        if dist.rank == 0:
+            from .merge import merge_stores
+
+            merge_stores([out / "ranks" / f"rank_{r}" for r in range(dist.world)], out, token_store=out / "tokens")
+            shutil.rmtree(out / "ranks", ignore_errors=True)
+        dist.barrier()
+    return open_store(out)
+
+
+def _resume(work: Path, manifest: dict, layers: list[int], n: int, cfg: MiningConfig, first: int):
+    ckpt = work / "checkpoint"
+    if (ckpt / "manifest.json").exists():
+        saved = read_manifest(ckpt)
+        keys = ("model", "layers", "mining", "packing", "corpus_fingerprint")
+        if any(saved.get(k) != manifest[k] for k in keys):
+            raise StoreError(f"{work} holds a checkpoint of a different run; use a new --out (nothing was overwritten)")
+        stats = {layer: read_stats(ckpt, layer, cfg) for layer in layers}
+        return stats, int(saved["next_batch"]), [float(saved.get("seconds", 0.0))]
+    return {layer: LayerStats.empty(n, cfg) for layer in layers}, first, [0.0]
+
+
+def _checkpoint(work: Path, stats: dict[int, LayerStats], manifest: dict, next_batch: int, seconds: float) -> None:
+    from ..io import atomic_dir
+
+    with atomic_dir(work / "checkpoint") as tmp:
+        write_stats(tmp, stats)
+        write_manifest(tmp, {**manifest, "next_batch": next_batch, "seconds": seconds})
+
+
+@torch.inference_mode()
+def _run_batches(subject, tokens, pk, starts, lengths, per_batch, batches, layers, stats, miner, cfg, work,
+                 manifest, seconds, checkpoint_seconds, progress, stop_after, backend_name) -> None:
+    device = subject.device
+    dev_stats = {layer: LayerStats(**{k: v.to(device) for k, v in st.to_tensors().items()})
+                 for layer, st in stats.items()}
+    n = subject.n_neurons
+    ctx: dict[str, torch.Tensor] = {}
+    deepest = layers[-1]
+
+    def on_layer(layer: int, acts: torch.Tensor) -> None:
+        flat = acts.reshape(-1, acts.shape[-1]).index_select(0, ctx["index"])
+        miner(dev_stats[layer], flat, ctx["positions"], layer * n, cfg)
+        if layer == deepest:
+            raise _StopForward
+
+    total = int(sum(lengths[b * per_batch : (b + 1) * per_batch].sum() for b in batches))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="tok", unit_scale=True, desc=f"mine[{backend_name}]", dynamic_ncols=True)
+    last_ckpt = time.monotonic()
+    t0 = time.monotonic()
+    done = 0
+    try:
+        with neuron_hooks(subject, layers, on_layer):
+            for b in batches:
+                sl = slice(b * per_batch, (b + 1) * per_batch)
+                ids, mask, index, positions = pk.batch(tokens, starts[sl], lengths[sl])
+                ctx["index"], ctx["positions"] = index.to(device), positions.to(device)
+                try:
+                    subject.model(input_ids=ids.to(device), attention_mask=mask.to(device))
+                except _StopForward:
+                    pass
+                done += 1
+                if bar is not None:
+                    bar.update(int(lengths[sl].sum()))
+                last = b == batches[-1]
+                if not last and (time.monotonic() - last_ckpt >= checkpoint_seconds
+                                 or (stop_after is not None and done >= stop_after)):
+                    host = {layer: LayerStats(**{k: v.cpu() for k, v in st.to_tensors().items()})
+                            for layer, st in dev_stats.items()}
+                    _checkpoint(work, host, manifest, b + 1, seconds[0] + time.monotonic() - t0)
+                    last_ckpt = time.monotonic()
+                    if stop_after is not None and done >= stop_after:
+                        raise _Interrupted(f"stopped after {done} batches (test hook)")
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds[0] += time.monotonic() - t0
+    for layer, st in dev_stats.items():
+        stats[layer] = LayerStats(**{k: v.cpu() for k, v in st.to_tensors().items()})
