@@ -68,8 +68,16 @@ def sp_tokenizer():
 
 def tiny_config(arch: str, vocab: int = 400):
     """A randomly initialised, tiny config of each supported decoder architecture (no download)."""
-    from transformers import (GemmaConfig, Gemma2Config, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig,
-                              Qwen2Config, Qwen3Config)
+    from transformers import (
+        Gemma2Config,
+        GemmaConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+        MistralConfig,
+        Qwen2Config,
+        Qwen3Config,
+    )
 
     common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)

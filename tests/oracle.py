@@ -11,7 +11,7 @@ from neuronscope.mining.spec import MiningConfig, bin_strata, hist_edges, neuron
 def brute_force(acts: np.ndarray, positions: np.ndarray, neuron_offset: int, cfg: MiningConfig) -> dict:
     """All statistics of ``acts: (T, N)`` at ``positions: (T,)`` computed column by column in numpy."""
     acts = acts.astype(np.float32)
-    t, n = acts.shape
+    _t, n = acts.shape
     edges = hist_edges(cfg).numpy()
     strata = bin_strata(cfg).numpy()
     ph = position_hash(torch.from_numpy(positions.astype(np.int64)), cfg.seed).numpy()

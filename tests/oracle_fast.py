@@ -10,7 +10,8 @@ from neuronscope.mining.spec import MiningConfig, bin_strata, hist_edges, neuron
 
 def brute_force_fast(acts: np.ndarray, positions: np.ndarray, neuron_offset: int, cfg: MiningConfig) -> dict:
     """Same result as ``oracle.brute_force`` for rows already sorted by position; no non-finite values."""
-    assert np.all(np.diff(positions) > 0) and np.isfinite(acts).all()
+    assert np.all(np.diff(positions) > 0)
+    assert np.isfinite(acts).all()
     acts = acts.astype(np.float32)
     t, n = acts.shape
     cols = np.arange(n)

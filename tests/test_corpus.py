@@ -68,12 +68,14 @@ def test_saved_hf_dataset_directory(tmp_path):
     (tmp_path / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
     (tmp_path / "dataset_info.json").write_text("{}")
     got, skipped = docs(CorpusSpec(str(tmp_path)))
-    assert got == ["alpha", "beta"] and skipped == {"empty": 1}
+    assert got == ["alpha", "beta"]
+    assert skipped == {"empty": 1}
 
 
 def test_pydoc_and_missing_sources():
     got, _ = docs(CorpusSpec("pydoc"))
-    assert len(got) > 50 and any("assert" in d for d in got)
+    assert len(got) > 50
+    assert any("assert" in d for d in got)
     with pytest.raises(CorpusError, match="not found"):
         docs(CorpusSpec("/nonexistent/corpus.jsonl"))
 
@@ -92,12 +94,14 @@ def test_tokenization_is_exact_untruncated_and_parallel_safe(tmp_path, minilm):
     f.write_text("\n".join(json.dumps({"text": t}) for t in ["short one", long_doc, "last"]) + "\n")
     a, _ = build_token_store(CorpusSpec(str(f)), minilm.tokenizer, tmp_path / "a", workers=1)
     b, _ = build_token_store(CorpusSpec(str(f)), minilm.tokenizer, tmp_path / "b", workers=2, chunk_docs=1)
-    assert a.fingerprint == b.fingerprint and np.array_equal(a.tokens, b.tokens)
+    assert a.fingerprint == b.fingerprint
+    assert np.array_equal(a.tokens, b.tokens)
     want = minilm.tokenizer(long_doc, add_special_tokens=False)["input_ids"]
     assert a.tokens[a.doc_offsets[1] : a.doc_offsets[2]].tolist() == want
     assert len(want) > 3000
     c, _ = build_token_store(CorpusSpec(str(f)), minilm.tokenizer, tmp_path / "c", max_tokens=10)
-    assert c.n_tokens == 10 and c.meta["cut_at_max_tokens"]
+    assert c.n_tokens == 10
+    assert c.meta["cut_at_max_tokens"]
 
 
 @pytest.mark.parametrize("mode", ["stream", "doc"])
@@ -108,10 +112,10 @@ def test_packing_covers_every_token_once(tmp_path, minilm, mode):
     pk = make_packing(minilm.tokenizer, minilm.model.config, 64, mode)
     assert (pk.prefix, pk.suffix) == ([101], [102])  # [CLS] ... [SEP]
     starts, lengths = pk.sequences(ts)
-    covered = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)])
+    covered = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths, strict=False)])
     assert np.array_equal(covered, np.arange(ts.n_tokens))
     if mode == "doc":
-        docs_of = [set(ts.doc_of(np.arange(s, s + n)).tolist()) for s, n in zip(starts, lengths)]
+        docs_of = [set(ts.doc_of(np.arange(s, s + n)).tolist()) for s, n in zip(starts, lengths, strict=False)]
         assert all(len(d) == 1 for d in docs_of)
     ids, mask, index, positions = pk.batch(ts, starts[:4], lengths[:4])
     assert np.array_equal(ids.view(-1)[index].numpy(), ts.tokens[positions.numpy()])

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import DECODERS, tiny_subject
-from oracle import assert_matches, brute_force
-from oracle_fast import brute_force_fast
 
+from conftest import DECODERS, tiny_subject
 from neuronscope import MiningConfig, StoreError, merge_stores, mine, open_store
 from neuronscope.corpus.packing import make_packing
 from neuronscope.errors import ConfigError
 from neuronscope.mining import LayerStats, merge_stats, mine_ref
 from neuronscope.mining.run import _Interrupted, parse_layers
 from neuronscope.models.hooks import layer_activations
+from oracle import assert_matches, brute_force
+from oracle_fast import brute_force_fast
 
 
 def stream(acts: np.ndarray, positions: np.ndarray, batch: int, cfg: MiningConfig, offset: int = 0) -> LayerStats:
@@ -74,7 +74,8 @@ def test_minilm_pydoc_all_layers_equal_brute_force(tmp_path, minilm):
     cfg = MiningConfig(k=16, samples_per_stratum=2)
     store = mine(minilm, "pydoc", tmp_path / "s", config=cfg, max_tokens=50_000, seq_len=128,
                  batch_tokens=8192, progress=False)
-    assert store.n_tokens_seen == 50_000 and store.layers == list(range(6))
+    assert store.n_tokens_seen == 50_000
+    assert store.layers == list(range(6))
     acts, positions = capture_all(minilm, store, store.layers)
     assert np.array_equal(positions, np.arange(50_000))
     for layer in store.layers:
@@ -125,15 +126,21 @@ def test_store_api_exemplars_and_quantiles(tmp_path, minilm):
     store = mine(minilm, "pydoc", tmp_path / "s", config=MiningConfig(k=5, bottom_k=2), max_tokens=4000,
                  seq_len=128, layers=[3], progress=False)
     rec = store.neuron(3, 17, context=(6, 3))
-    assert len(rec.top) == 5 and len(rec.bottom) == 2
+    assert len(rec.top) == 5
+    assert len(rec.bottom) == 2
     for e in rec.top + rec.bottom:
-        assert e.acts is not None and abs(e.acts[e.focus] - e.activation) <= 1e-4 * max(1.0, abs(e.activation))
+        assert e.acts is not None
+        assert abs(e.acts[e.focus] - e.activation) <= 1e-4 * max(1.0, abs(e.activation))
         d = store.tokens.doc_of(e.position)
-        assert store.tokens.doc_of(e.position - e.focus) == d and len(e.tokens) <= 10
+        assert store.tokens.doc_of(e.position - e.focus) == d
+        assert len(e.tokens) <= 10
     assert [e.activation for e in rec.top] == sorted((e.activation for e in rec.top), reverse=True)
     q = list(rec.quantiles.values())
-    assert q == sorted(q) and rec.min <= q[0] and q[-1] <= rec.max
-    assert rec.samples and all(e.stratum is not None for e in rec.samples)
+    assert q == sorted(q)
+    assert rec.min <= q[0]
+    assert q[-1] <= rec.max
+    assert rec.samples
+    assert all(e.stratum is not None for e in rec.samples)
     with pytest.raises(StoreError, match="out of range"):
         store.neuron(3, 5000)
     with pytest.raises(StoreError, match="layer 0 not in this store"):
@@ -150,7 +157,7 @@ def test_merge_runs_and_refuse_overlap(tmp_path, minilm):
 
 
 def test_bad_arguments_are_clear_errors(tmp_path, minilm):
-    with pytest.raises(ConfigError, match="0..5"):
+    with pytest.raises(ConfigError, match=r"0\.\.5"):
         parse_layers("2,9", 6)
     with pytest.raises(ConfigError, match="bad layer spec"):
         parse_layers("x", 6)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from conftest import DECODERS, tiny_subject
 
+from conftest import DECODERS, tiny_subject
 from neuronscope.errors import ModelError, UnsupportedModelError
 from neuronscope.models import blocks, load_subject
 from neuronscope.models.hooks import layer_activations
@@ -51,7 +51,8 @@ def check_hooked_equals_manual(subject, ids: torch.Tensor, mask: torch.Tensor) -
 @pytest.mark.parametrize("arch", DECODERS)
 def test_decoder_hooks_match_manual_mlp(arch, bpe_tokenizer):
     subject = tiny_subject(arch, bpe_tokenizer)
-    assert subject.n_neurons == 48 and subject.n_layers == 2
+    assert subject.n_neurons == 48
+    assert subject.n_layers == 2
     ids = torch.randint(3, len(bpe_tokenizer), (2, 11))
     check_hooked_equals_manual(subject, ids, torch.ones_like(ids))
 
@@ -68,7 +69,8 @@ def test_load_from_local_directory_without_download(tmp_path, sp_tokenizer, monk
     subject.model.save_pretrained(tmp_path)
     sp_tokenizer.save_pretrained(tmp_path)
     loaded = load_subject(str(tmp_path))
-    assert loaded.model_type == "llama" and loaded.n_neurons == 48
+    assert loaded.model_type == "llama"
+    assert loaded.n_neurons == 48
     ids = torch.randint(3, 300, (1, 9))
     a = layer_activations(subject, ids, None, [1])[1]
     b = layer_activations(loaded, ids, None, [1])[1]

@@ -79,7 +79,7 @@ class TokenStoreWriter:
         self.path = Path(path)
         self._ctx = atomic_dir(self.path)
         self._tmp = self._ctx.__enter__()
-        self._file = open(self._tmp / "tokens.bin", "wb")
+        self._file = open(self._tmp / "tokens.bin", "wb")  # noqa: SIM115 (closed in finish/abort)
         self._offsets = [0]
         self._hash = hashlib.sha256()
 

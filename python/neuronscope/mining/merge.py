@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ _MUST_MATCH = ("model", "layers", "n_neurons", "mining", "packing", "corpus_fing
 
 def _overlaps(ranges: list[list[int]]) -> bool:
     ranges = sorted(ranges)
-    return any(a[1] > b[0] for a, b in zip(ranges, ranges[1:]))
+    return any(a[1] > b[0] for a, b in itertools.pairwise(ranges))
 
 
 def merge_stores(paths: list[str | Path], out: str | Path, *, token_store: str | Path | None = None) -> NeuronStore:

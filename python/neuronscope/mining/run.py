@@ -7,19 +7,18 @@ batches in the same order, so its store is identical to an uninterrupted run's) 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..corpus import CorpusSpec, TokenStore, build_token_store, tokenizer_id
 from ..corpus.packing import PackMode, make_packing
 from ..errors import ConfigError, StoreError
-from ..io import write_json
 from ..models import Subject, load_subject
 from ..models.hooks import _StopForward, neuron_hooks
 from ..store import NeuronStore, open_store, read_manifest, read_stats, write_manifest, write_stats
@@ -239,10 +238,8 @@ def _run_batches(subject, tokens, pk, starts, lengths, per_batch, batches, layer
                 sl = slice(b * per_batch, (b + 1) * per_batch)
                 ids, mask, index, positions = pk.batch(tokens, starts[sl], lengths[sl])
                 ctx["index"], ctx["positions"] = index.to(device), positions.to(device)
-                try:
+                with contextlib.suppress(_StopForward):
                     subject.model(input_ids=ids.to(device), attention_mask=mask.to(device))
-                except _StopForward:
-                    pass
                 done += 1
                 if bar is not None:
                     bar.update(int(lengths[sl].sum()))

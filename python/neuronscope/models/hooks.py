@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import torch
 
@@ -58,9 +58,6 @@ def layer_activations(
         if layer == wanted[-1]:
             raise _StopForward
 
-    with neuron_hooks(subject, wanted, keep):
-        try:
-            subject.model(input_ids=input_ids, attention_mask=attention_mask)
-        except _StopForward:
-            pass
+    with neuron_hooks(subject, wanted, keep), suppress(_StopForward):
+        subject.model(input_ids=input_ids, attention_mask=attention_mask)
     return out

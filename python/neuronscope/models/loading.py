@@ -78,7 +78,7 @@ def load_subject(
         config = AutoConfig.from_pretrained(path, **kwargs)
     except Exception as e:  # transformers raises OSError/ValueError/HTTP errors here
         raise ModelError(f"cannot read a model config from {path!r}: {e}") from e
-    spec = arch_spec(config.model_type)
+    arch_spec(config.model_type)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         model = AutoModel.from_pretrained(path, dtype=_DTYPES[dtype], **kwargs)
