@@ -52,6 +52,14 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 #define NS_PREFETCH(p) ((void)(p))
 #endif
 
+// The vectorisable passes also get an AVX2 clone, picked at load time (the build targets baseline
+// x86-64, whose SSE2 lacks 32-bit min/max and blends). No FMA: every clone computes identical bits.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__)
+#define NS_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define NS_SIMD_CLONES
+#endif
+
 // Rows ahead to prefetch: a tile's rows are a page apart, beyond the reach of the hardware prefetchers.
 constexpr int64_t kPrefetchRows = 12;
 
@@ -179,7 +187,7 @@ inline uint32_t finite_mask(uint32_t bits) { return is_finite_bits(bits) ? ~0u :
 // Pass 1 over one row of a tile, vectorisable: moments' chunk sums, min/max, positives, whether any
 // element could enter the top-k or bottom-k (one compare each against the tile's current thresholds), and
 // each element's order key and histogram bucket for pass 2.
-NS_NOINLINE int scan_row(const float* __restrict row, int64_t nt, int32_t* __restrict ccnt, double* __restrict csum,
+NS_SIMD_CLONES NS_NOINLINE int scan_row(const float* __restrict row, int64_t nt, int32_t* __restrict ccnt, double* __restrict csum,
              int32_t* __restrict cpos, float* __restrict mn, float* __restrict mx, const float* __restrict tv,
              const float* __restrict bv, uint32_t* __restrict keys, int32_t* __restrict buckets,
              const BinLookup bins) {
@@ -203,7 +211,7 @@ NS_NOINLINE int scan_row(const float* __restrict row, int64_t nt, int32_t* __res
 }
 
 // Pass 3 of a chunk, vectorisable: sum of squared deviations of the finite values from the chunk means.
-void chunk_m2(const float* __restrict rows, int64_t n_rows, int64_t stride, int64_t nt,
+NS_SIMD_CLONES void chunk_m2(const float* __restrict rows, int64_t n_rows, int64_t stride, int64_t nt,
               const double* __restrict mb, double* __restrict m2c) {
   for (int64_t t = 0; t < n_rows; ++t) {
     const float* __restrict row = rows + t * stride;
@@ -220,17 +228,24 @@ inline bool before_desc(float v, int64_t p, float v2, int64_t p2) { return v > v
 inline bool before_asc(float v, int64_t p, float v2, int64_t p2) { return v < v2 || (v == v2 && p < p2); }
 inline bool before_prio(int64_t q, int64_t p, int64_t q2, int64_t p2) { return q > q2 || (q == q2 && p < p2); }
 
-// Sorted insertion of (v, p) into a full row of length k that it beats at the last slot.
+// Sorted insertion of (v, p) into a full row of length k that it beats at the last slot: binary search
+// for the first entry it precedes (after any equal entry), then one block move; worst case O(log k + k).
 template <bool kDesc>
 inline void insert_sorted(float* vals, int64_t* poss, int64_t k, float v, int64_t p) {
-  int64_t i = k - 1;
-  while (i > 0 && (kDesc ? before_desc(v, p, vals[i - 1], poss[i - 1]) : before_asc(v, p, vals[i - 1], poss[i - 1]))) {
-    vals[i] = vals[i - 1];
-    poss[i] = poss[i - 1];
-    --i;
+  int64_t lo = 0, hi = k - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    const bool before = kDesc ? before_desc(v, p, vals[mid], poss[mid]) : before_asc(v, p, vals[mid], poss[mid]);
+    if (before) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
   }
-  vals[i] = v;
-  poss[i] = p;
+  std::memmove(vals + lo + 1, vals + lo, static_cast<size_t>(k - 1 - lo) * sizeof *vals);
+  std::memmove(poss + lo + 1, poss + lo, static_cast<size_t>(k - 1 - lo) * sizeof *poss);
+  vals[lo] = v;
+  poss[lo] = p;
 }
 
 // Pass 2 over one row of a tile, branch-free: the exact histogram bin of every element into the tile's

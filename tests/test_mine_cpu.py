@@ -76,16 +76,20 @@ def random_batches(gen: torch.Generator, n_batches: int, t: int, n: int, kind: s
             acts[:, 0] = float("nan")  # a neuron that never sees a finite value
         elif kind == "equal":
             acts = torch.full((t, n), 0.3)
+        elif kind == "repeats":  # repeated positions: ties on (value, position) keep the earlier row
+            acts = torch.tensor([-1.0, 0.5, 2.0])[torch.randint(0, 3, (t, n), generator=gen)]
         else:
             raise ValueError(kind)
         pos = torch.arange(t, dtype=torch.int64) * 3 + 1000 * i
         if kind == "ties":
             pos = pos[torch.randperm(t, generator=gen)]  # lower position wins, whatever the row order
+        elif kind == "repeats":
+            pos = torch.randint(0, 10, (t,), generator=gen)
         out.append((acts, pos))
     return out
 
 
-@pytest.mark.parametrize("kind", ["normal", "ties", "decades", "nonfinite", "equal"])
+@pytest.mark.parametrize("kind", ["normal", "ties", "decades", "nonfinite", "equal", "repeats"])
 def test_equals_reference_on_odd_shapes(kind):
     gen = torch.Generator().manual_seed(len(kind))
     ref, cpu = run_both(random_batches(gen, 3, 97, 1025, kind), CFG, offset=5 * 1025)
@@ -179,7 +183,7 @@ def test_empty_batch_and_dtypes_are_converted():
     assert_same(cpu, ref)
 
 
-def test_releases_the_gil():
+def test_concurrent_calls_from_python_threads():
     gen = torch.Generator().manual_seed(9)
     (acts, pos), = random_batches(gen, 1, 64, 300, "normal")
     stats = [LayerStats.empty(300, CFG) for _ in range(4)]
