@@ -1,4 +1,4 @@
-"""The ``neuronscope`` command line: ``mine``, ``info``, ``merge``, ``neuron``."""
+"""The ``neuronscope`` command line: ``mine``, ``info``, ``merge``, ``neuron``, ``score``."""
 
 from __future__ import annotations
 
@@ -97,6 +97,26 @@ def _cmd_neuron(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .scoring.run import open_source, score_file
+
+    source = open_source(store=a.store, records=a.records, seed=a.seed) if a.store else open_source(records=a.records)
+    out = Path(a.out) if a.out else Path(a.explanations).with_suffix(f".scores.{a.simulator}.jsonl")
+    rows = score_file(source, a.explanations, out, simulator=a.simulator, progress=not a.quiet)
+    if rows:
+        import numpy as np
+
+        by_method: dict[str, list[float]] = {}
+        for r in rows:
+            by_method.setdefault(r["method"], []).append(r["score"])
+        for m, v in sorted(by_method.items()):
+            print(f"{m:>14}: {len(v)} explanations, mean score {np.mean(v):.3f} (median {np.median(v):.3f})")
+    print(f"scores -> {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuronscope", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,10 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", type=int)
     p.add_argument("--show", type=int, default=10)
     p.add_argument("--no-acts", action="store_true", help="do not recompute context activations")
+    p = sub.add_parser("score", help="score explanations on held-out activations (Pearson, per mode and whole)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--store", help="NeuronStore directory")
+    src.add_argument("--records", help="directory of OpenAI neuron-explainer NeuronRecord JSON files")
+    p.add_argument("--explanations", required=True, help="explanations .jsonl (or .json) file")
+    p.add_argument("--simulator", default="exec", choices=["exec", "embed"])
+    p.add_argument("--seed", type=int, default=0, help="seed of the random evidence windows")
+    p.add_argument("--out", default=None, help="scores .jsonl (default: beside the explanations); resumes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
-COMMANDS = {"mine": _cmd_mine, "info": _cmd_info, "merge": _cmd_merge, "neuron": _cmd_neuron}
+COMMANDS = {"mine": _cmd_mine, "info": _cmd_info, "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,3 +25,11 @@ class StoreError(NeuronscopeError):
 
 class ConfigError(NeuronscopeError, ValueError):
     """An argument or option is out of range or malformed."""
+
+
+class ExplanationError(NeuronscopeError, ValueError):
+    """An explanation, mode or condition is malformed (bad JSON, unknown kind, invalid regex, ...)."""
+
+
+class LLMError(NeuronscopeError):
+    """An LLM server failed, timed out or answered something unusable after the allowed retries."""

@@ -1,0 +1,149 @@
+"""Compiling conditions to vocabulary masks and evaluating them over token streams.
+
+A token stream is ``ids: (T,)`` int64 with ``seg: (T,)`` int64 labelling contiguous segments (documents
+or evidence windows): offsets and preceding-text windows never reach into another segment. Token-level
+conditions become a ``(V,)`` bool mask over the vocabulary, so evaluation is a gather (plus a shift for
+``prev_token``) on whatever device ``ids`` lives on; regexes over tokens are run once per vocabulary id
+and cached; ``preceding_regex`` runs over the decoded text of each window (cached per distinct text).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ExplanationError
+from .model import AllOf, Condition, Mode, PrecedingRegex, PrevTokenIn, TokenIn, TokenRegex
+from .vocab import Vocab
+
+
+def _flags(case_sensitive: bool) -> int:
+    return 0 if case_sensitive else re.IGNORECASE
+
+
+def segment_starts(seg: torch.Tensor) -> torch.Tensor:
+    """(T,) index of the first token of each token's segment (segments must be contiguous runs)."""
+    t = seg.shape[0]
+    idx = torch.arange(t, device=seg.device)
+    new = torch.ones(t, dtype=torch.bool, device=seg.device)
+    if t > 1:
+        new[1:] = seg[1:] != seg[:-1]
+    starts = torch.where(new, idx, torch.zeros_like(idx))
+    return torch.cummax(starts, 0).values
+
+
+def shifted(ids: torch.Tensor, seg: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids[t - k], valid)`` for every t, where ``valid`` says t - k exists in t's segment: both (T,)."""
+    t = ids.shape[0]
+    prev = torch.zeros_like(ids)
+    valid = torch.zeros(t, dtype=torch.bool, device=ids.device)
+    if k < t:
+        prev[k:] = ids[:-k]
+        valid[k:] = seg[k:] == seg[:-k]
+    return prev, valid
+
+
+class ConditionEvaluator:
+    """Evaluates conditions and modes for one vocabulary; masks and regex results are cached."""
+
+    def __init__(self, vocab: Vocab) -> None:
+        self.vocab = vocab
+        self._masks: dict[tuple[Condition, str], torch.Tensor] = {}
+        self._ids: dict[Condition, np.ndarray] = {}
+        self._text_cache: dict[tuple[str, int], dict[str, bool]] = {}
+
+    def vocab_ids(self, cond: TokenIn | TokenRegex | PrevTokenIn) -> np.ndarray:
+        """Sorted int64 ids that satisfy the token test of ``cond`` (for ``prev_token``: at its offset), cached."""
+        hit = self._ids.get(cond)
+        if hit is not None:
+            return hit
+        if isinstance(cond, (TokenIn, PrevTokenIn)):
+            ids = self.vocab.ids_in(cond.tokens, cond.case_sensitive)
+        elif isinstance(cond, TokenRegex):
+            rx = re.compile(cond.pattern, _flags(cond.case_sensitive))
+            ids = np.flatnonzero(np.fromiter((rx.search(k) is not None for k in self.vocab.keys(True)), dtype=bool,
+                                             count=len(self.vocab)))
+        else:
+            raise ExplanationError(f"{cond.kind} conditions have no vocabulary mask")
+        self._ids[cond] = ids
+        return ids
+
+    def vocab_mask(self, cond: TokenIn | TokenRegex | PrevTokenIn) -> np.ndarray:
+        """(V,) bool: the ids that satisfy the token test of ``cond`` (for ``prev_token``: at the offset)."""
+        mask = np.zeros(len(self.vocab), dtype=bool)
+        mask[self.vocab_ids(cond)] = True
+        return mask
+
+    def _torch_mask(self, cond: TokenIn | TokenRegex | PrevTokenIn, device: torch.device) -> torch.Tensor:
+        key = (cond, str(device))
+        m = self._masks.get(key)
+        if m is None or m.shape[0] != len(self.vocab):
+            m = self._masks[key] = torch.from_numpy(self.vocab_mask(cond)).to(device)
+        return m
+
+    def evaluate(self, cond: Condition, ids: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        """(T,) bool: where ``cond`` holds on the stream ``ids`` (T,) with segments ``seg`` (T,)."""
+        self._check_ids(ids, seg)
+        return self._eval(cond, ids, seg)
+
+    def _check_ids(self, ids: torch.Tensor, seg: torch.Tensor) -> None:
+        if ids.dim() != 1 or seg.shape != ids.shape:
+            raise ExplanationError(f"ids and seg must both be (T,), got {tuple(ids.shape)} and {tuple(seg.shape)}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= len(self.vocab)):
+            raise ExplanationError(f"token ids must lie in [0, {len(self.vocab)}) for this vocabulary")
+
+    def _eval(self, cond: Condition, ids: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        if isinstance(cond, (TokenIn, TokenRegex)):
+            return self._torch_mask(cond, ids.device)[ids]
+        if isinstance(cond, PrevTokenIn):
+            prev, valid = shifted(ids, seg, cond.offset)
+            return self._torch_mask(cond, ids.device)[prev] & valid
+        if isinstance(cond, PrecedingRegex):
+            return self._preceding(cond, ids, seg)
+        if isinstance(cond, AllOf):
+            out = self._eval(cond.conditions[0], ids, seg)
+            for c in cond.conditions[1:]:
+                if not bool(out.any()):
+                    break
+                out = out & self._eval(c, ids, seg)
+            return out
+        raise ExplanationError(f"cannot evaluate {type(cond).__name__}")
+
+    def _preceding(self, cond: PrecedingRegex, ids: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        rx = re.compile(cond.pattern, _flags(cond.case_sensitive))
+        cache = self._text_cache.setdefault((cond.pattern, _flags(cond.case_sensitive)), {})
+        ids_np = ids.cpu().numpy()
+        starts = segment_starts(seg.cpu()).numpy()
+        pieces = self.vocab.pieces
+        lens = np.fromiter((len(pieces[i]) for i in ids_np), dtype=np.int64, count=len(ids_np))
+        chars = np.concatenate([[0], np.cumsum(lens)])
+        text = "".join(pieces[i] for i in ids_np)
+        lo = np.maximum(starts, np.arange(len(ids_np)) - cond.window)
+        out = np.zeros(len(ids_np), dtype=bool)
+        for t in range(len(ids_np)):
+            if lo[t] >= t:
+                continue
+            window = text[chars[lo[t]] : chars[t]]
+            hit = cache.get(window)
+            if hit is None:
+                hit = cache[window] = rx.search(window) is not None
+            out[t] = hit
+        return torch.from_numpy(out).to(ids.device)
+
+    def evaluate_mode(self, mode: Mode, ids: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        """(T,) bool: where any condition of ``mode`` holds (all False for a mode without conditions)."""
+        self._check_ids(ids, seg)
+        out = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
+        for c in mode.conditions:
+            out |= self._eval(c, ids, seg)
+        return out
+
+    def evaluate_many(self, conds: Sequence[Condition], ids: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        """(C, T) bool: every condition over the same stream."""
+        self._check_ids(ids, seg)
+        if not conds:
+            return torch.zeros((0, ids.shape[0]), dtype=torch.bool, device=ids.device)
+        return torch.stack([self._eval(c, ids, seg) for c in conds])

