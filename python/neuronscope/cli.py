@@ -1,4 +1,4 @@
-"""The ``neuronscope`` command line: ``mine``, ``info``, ``merge``, ``neuron``, ``score``."""
+"""The ``neuronscope`` command line: ``mine``, ``info``, ``merge``, ``neuron``, ``explain``, ``score``."""
 
 from __future__ import annotations
 
@@ -117,6 +117,29 @@ def _cmd_score(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .agents import explain, parse_neurons
+    from .scoring.run import open_source
+
+    source = open_source(store=a.store, seed=a.seed) if a.store else open_source(records=a.records)
+    neurons = parse_neurons(a.neurons, source, seed=a.seed)
+    methods = [m.strip() for m in a.method.split(",") if m.strip()]
+    llm = None
+    if a.backend == "openai":
+        llm = {"base_url": a.base_url, "model": a.model, "api_key_env": a.api_key_env, "concurrency": a.concurrency}
+    rows = explain(source, neurons, a.out, methods=methods, backend=a.backend, rounds=a.rounds,
+                   progress=not a.quiet, llm=llm)
+    for m in methods:
+        sc = [r["heldout"]["score"] for r in rows if r["method"] == m and r.get("heldout")]
+        nm = [len(r["explanation"]["modes"]) for r in rows if r["method"] == m]
+        if sc:
+            print(f"{m:>12}: {len(sc)} neurons, held-out score mean {np.mean(sc):.3f}, modes mean {np.mean(nm):.2f}")
+    print(f"explanations -> {a.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuronscope", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,10 +165,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random evidence windows")
     p.add_argument("--out", default=None, help="scores .jsonl (default: beside the explanations); resumes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser("explain", help="explain neurons (NeuronScope agent loop or the single-pass baseline)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--store", help="NeuronStore directory")
+    src.add_argument("--records", help="directory of OpenAI neuron-explainer NeuronRecord JSON files")
+    p.add_argument("--neurons", default="sample:20", help="L:I, L:I-J, layer:L, all or sample:N (default sample:20)")
+    p.add_argument("--method", default="neuronscope", help="neuronscope, single-pass, or both comma-separated")
+    p.add_argument("--backend", default="offline", choices=["offline", "openai"])
+    p.add_argument("--base-url", default="http://localhost:8000/v1", help="OpenAI-compatible server (openai backend)")
+    p.add_argument("--model", default=None, help="model name on that server")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    p.add_argument("--rounds", type=int, default=4, help="refinement round budget")
+    p.add_argument("--concurrency", type=int, default=8, help="parallel LLM requests")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="explanations .jsonl (resumes)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
-COMMANDS = {"mine": _cmd_mine, "info": _cmd_info, "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score}
+COMMANDS = {"explain": _cmd_explain, "mine": _cmd_mine, "info": _cmd_info, "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:

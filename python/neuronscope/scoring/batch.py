@@ -34,7 +34,7 @@ class ConditionScores:
     act_sum: np.ndarray
     """float64 sum of true activations where it holds (mean = act_sum / fires)."""
     focus_hits: np.ndarray
-    """int64 how many focus tokens of ``top`` windows (the neuron's top activations) it covers."""
+    """int64 how many of the positive tokens (default: focus tokens of ``top`` windows) it covers."""
 
     @property
     def mean_act(self) -> np.ndarray:
@@ -51,15 +51,18 @@ def _offset_of(c: Condition) -> int | None:
 
 
 def score_conditions(evaluator: ConditionEvaluator, conds: Sequence[Condition], batch: WindowBatch,
-                     chunk: int = 512) -> ConditionScores:
-    """Scores every condition of ``conds`` (C,) as a 0/1 predictor on ``batch``; see the module docstring."""
+                     chunk: int = 512, positives: torch.Tensor | None = None) -> ConditionScores:
+    """Scores every condition of ``conds`` (C,) as a 0/1 predictor on ``batch``; see the module docstring.
+
+    ``positives`` (T,) bool: the tokens ``focus_hits`` counts (default: the focus tokens of top windows).
+    """
     c = len(conds)
     v = len(evaluator.vocab)
     y = batch.acts.to(torch.float64)
     n = y.numel()
     yc = y - y.mean() if n else y
     syy = float((yc * yc).sum())
-    top_focus = batch.focus & batch.kind_mask("top")
+    top_focus = batch.focus & batch.kind_mask("top") if positives is None else positives.to(torch.bool)
     r = np.zeros(c)
     fires = np.zeros(c, dtype=np.int64)
     act_sum = np.zeros(c)

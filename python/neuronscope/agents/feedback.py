@@ -1,0 +1,96 @@
+"""What the agents get from the subject model: contextual features of tokens, and probe activations.
+
+Features for mode clustering are the subject layer's whole MLP activation vector at each token
+(the model's own contextual representation at the neuron's layer) when a NeuronStore is at hand;
+all-MiniLM-L6-v2 contextual token embeddings otherwise (imported records carry no model).
+Probes are corpus windows, outside the neuron's evidence, where a mode's conditions fire; their
+activations are recomputed with the subject model, so the refinement sees real feedback.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..explanations.conditions import ConditionEvaluator
+from ..explanations.model import MAX_OFFSET, Mode
+from ..scoring.evidence import NeuronEvidence, Window, WindowBatch
+from .offline import FeatureFn, ProbeFn
+
+
+def scored_positions(batch: WindowBatch) -> np.ndarray:
+    """(T,) int64 global position of every scored token (-1 where its window has no known start)."""
+    starts = np.asarray([w.start for w in batch.windows], dtype=np.int64)
+    win = batch.window.numpy()
+    first = np.zeros(len(batch.windows) + 1, dtype=np.int64)
+    np.cumsum([len(w.ids) for w in batch.windows], out=first[1:])
+    offset = np.arange(len(win)) - first[win]
+    return np.where(starts[win] >= 0, starts[win] + offset, -1)
+
+
+def minilm_features(vocab) -> FeatureFn:
+    from ..scoring.simulate import EmbedSimulator
+
+    sim = EmbedSimulator(vocab)
+
+    def features(batch: WindowBatch, mask: torch.Tensor) -> np.ndarray:
+        return sim.token_embeddings(batch)[mask].numpy()
+
+    return features
+
+
+def store_features(store, layer: int, vocab) -> FeatureFn:
+    fallback = minilm_features(vocab)
+
+    def features(batch: WindowBatch, mask: torch.Tensor) -> np.ndarray:
+        pos = scored_positions(batch)[mask.numpy()]
+        if (pos < 0).any():
+            return fallback(batch, mask)
+        uniq, inv = np.unique(pos, return_inverse=True)
+        acts = store.activations_at(layer, np.arange(store.n_neurons), uniq)
+        return acts[inv]
+
+    return features
+
+
+def store_probe(store, evidence: NeuronEvidence, evaluator: ConditionEvaluator, *, context: tuple[int, int] = (12, 4),
+                scan_tokens: int = 200_000, seed: int = 0) -> ProbeFn:
+    """Probe retrieval over a seeded random stretch of the mined corpus, never inside the evidence windows."""
+    from ..scoring.evidence import covered_positions
+
+    tok = store.tokens
+    rng = np.random.default_rng([seed, evidence.layer, evidence.index, 7])
+    taken = set()
+    for w in evidence.train + evidence.heldout:
+        if w.start >= 0:
+            taken.update(range(w.start, w.start + len(w.ids)))
+    lo, hi = covered_positions(store)
+    total_lo, total_hi = int(lo.min()) if len(lo) else 0, int(hi.max()) if len(hi) else 0
+
+    def probe(mode: Mode, n: int) -> list[Window]:
+        if n <= 0 or not mode.conditions or total_hi <= total_lo:
+            return []
+        span = min(scan_tokens, total_hi - total_lo)
+        a = int(rng.integers(total_lo, total_hi - span + 1))
+        ids = torch.from_numpy(tok.tokens[a : a + span].astype(np.int64))
+        seg = torch.from_numpy(tok.doc_of(np.arange(a, a + span)).astype(np.int64))
+        fires = evaluator.evaluate_mode(mode, ids, seg).numpy()
+        cand = a + np.flatnonzero(fires)
+        cand = np.asarray([p for p in cand.tolist() if p not in taken], dtype=np.int64)
+        if not len(cand):
+            return []
+        pick = np.sort(rng.choice(cand, size=min(n, len(cand)), replace=False))
+        spans = [tok.window(int(p), *context) for p in pick]
+        flat = np.unique(np.concatenate([np.arange(s, e) for s, e in spans]))
+        acts = store.activations_at(evidence.layer, [evidence.index], flat)[:, 0]
+        out = []
+        for p, (s, e) in zip(pick.tolist(), spans, strict=True):
+            rows = np.searchsorted(flat, np.arange(s, e))
+            d = int(tok.doc_of(s))
+            left = tok.tokens[max(int(tok.doc_offsets[d]), s - MAX_OFFSET) : s].astype(np.int64)
+            out.append(Window(ids=tok.tokens[s:e].astype(np.int64), acts=acts[rows], kind="probe", focus=p - s,
+                              start=s, left=left))
+            taken.update(range(s, e))
+        return out
+
+    return probe
