@@ -1,0 +1,52 @@
+"""LLM access for the agents: an async client for any OpenAI-compatible server, with retries, a response
+cache, usage accounting and tolerant JSON parsing."""
+
+from __future__ import annotations
+
+from ..errors import LLMError
+from .cache import CachedResponse, ResponseCache
+from .client import (
+    LLMClient,
+    LLMConfig,
+    LLMConnectionError,
+    LLMHTTPError,
+    LLMRateLimited,
+    LLMTimeout,
+    normalize_base_url,
+    retry_after_seconds,
+)
+from .parse import (
+    ChatResult,
+    CompletionResult,
+    LLMLogprobsUnavailable,
+    LLMResponseError,
+    TokenLogprob,
+    TokenUsage,
+    extract_json,
+)
+from .usage import Usage, UsageStats, current_tag, usage_tag
+
+__all__ = [
+    "CachedResponse",
+    "ChatResult",
+    "CompletionResult",
+    "LLMClient",
+    "LLMConfig",
+    "LLMConnectionError",
+    "LLMError",
+    "LLMHTTPError",
+    "LLMLogprobsUnavailable",
+    "LLMRateLimited",
+    "LLMResponseError",
+    "LLMTimeout",
+    "ResponseCache",
+    "TokenLogprob",
+    "TokenUsage",
+    "Usage",
+    "UsageStats",
+    "current_tag",
+    "extract_json",
+    "normalize_base_url",
+    "retry_after_seconds",
+    "usage_tag",
+]
