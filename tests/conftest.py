@@ -112,3 +112,13 @@ def tiny_subject(arch: str, tokenizer):
     torch.manual_seed(0)
     model = AutoModel.from_config(tiny_config(arch, vocab=len(tokenizer)), attn_implementation="eager")
     return wrap_subject(model, tokenizer, model_id=f"tiny-{arch}")
+
+
+@pytest.fixture(scope="session")
+def minilm_store(minilm, tmp_path_factory):
+    """A small real store: MiniLM layers 1 and 3 over the first 6,000 pydoc tokens (k = 16)."""
+    from neuronscope import MiningConfig, mine
+
+    out = tmp_path_factory.mktemp("store") / "s"
+    return mine(minilm, "pydoc", out, layers=[1, 3], config=MiningConfig(k=16, samples_per_stratum=2),
+                max_tokens=6000, seq_len=128, progress=False)

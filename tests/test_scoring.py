@@ -150,21 +150,12 @@ def test_planted_neuron_perfect_and_wrong_explanations():
     assert res[0].score == pytest.approx(_corr(np.concatenate(preds), np.concatenate(trues)), abs=1e-6)
 
 
-@pytest.fixture(scope="module")
-def small_store(minilm, tmp_path_factory):
-    from neuronscope import MiningConfig, mine
-
-    out = tmp_path_factory.mktemp("store") / "s"
-    return mine(minilm, "pydoc", out, layers=[1], config=MiningConfig(k=16, samples_per_stratum=2),
-                max_tokens=6000, seq_len=128, progress=False)
-
-
-def test_store_evidence_windows_and_split(small_store):
+def test_store_evidence_windows_and_split(minilm_store):
     from neuronscope.scoring import store_evidence
 
-    ev1 = store_evidence(small_store, 1, [3, 700], seed=5)
-    ev2 = store_evidence(small_store, 1, [700], seed=5)
-    st = small_store.stats(1)
+    ev1 = store_evidence(minilm_store, 1, [3, 700], seed=5)
+    ev2 = store_evidence(minilm_store, 1, [700], seed=5)
+    st = minilm_store.stats(1)
     for e in ev1:
         tops = [w for w in e.train + e.heldout if w.kind == "top"]
         assert len(tops) == 16
@@ -178,13 +169,13 @@ def test_store_evidence_windows_and_split(small_store):
         n_rand = sum(w.kind == "random" for w in e.heldout)
         assert n_rand == len(held_top)
         for w in e.train + e.heldout:
-            assert np.array_equal(w.ids, small_store.tokens.tokens[w.start : w.start + len(w.ids)])
-            assert 0 <= w.start < small_store.n_tokens_seen
+            assert np.array_equal(w.ids, minilm_store.tokens.tokens[w.start : w.start + len(w.ids)])
+            assert 0 <= w.start < minilm_store.n_tokens_seen
         assert e.stats["max"] == pytest.approx(float(st.max[e.index]))
     # deterministic, and independent of which other neurons were asked for
     a, b = ev1[1], ev2[0]
     assert [w.start for w in a.heldout] == [w.start for w in b.heldout]
     np.testing.assert_array_equal(np.concatenate([w.acts for w in a.heldout]),
                                   np.concatenate([w.acts for w in b.heldout]))
-    acts = small_store.activations_at(1, [700], np.arange(a.heldout[0].start, a.heldout[0].start + 5))[:, 0]
+    acts = minilm_store.activations_at(1, [700], np.arange(a.heldout[0].start, a.heldout[0].start + 5))[:, 0]
     np.testing.assert_allclose(a.heldout[0].acts[:5], acts, rtol=1e-6)

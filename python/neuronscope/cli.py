@@ -1,4 +1,4 @@
-"""The ``neuronscope`` command line: ``mine``, ``info``, ``merge``, ``neuron``, ``explain``, ``score``."""
+"""The ``neuronscope`` command line: ``mine``, ``info``, ``merge``, ``neuron``, ``explain``, ``score``, ``export``."""
 
 from __future__ import annotations
 
@@ -140,6 +140,16 @@ def _cmd_explain(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(a: argparse.Namespace) -> int:
+    from .interop.export import export
+    from .scoring.run import open_source
+
+    source = open_source(store=a.store, seed=a.seed) if a.store else open_source(records=a.records)
+    paths = export(source, a.explanations, a.format, a.out, simulator=a.simulator)
+    print(f"{len(paths)} files ({a.format} layout) -> {a.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuronscope", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,10 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="explanations .jsonl (resumes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser("export", help="write explanations and held-out scores in OpenAI's or delphi's layout")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--store", help="NeuronStore directory")
+    src.add_argument("--records", help="directory of OpenAI neuron-explainer NeuronRecord JSON files")
+    p.add_argument("--explanations", required=True, help="explanations .jsonl (explain output or plain)")
+    p.add_argument("--format", required=True, choices=["openai", "delphi"])
+    p.add_argument("--simulator", default="exec", choices=["exec", "embed"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output directory")
     return parser
 
 
-COMMANDS = {"explain": _cmd_explain, "mine": _cmd_mine, "info": _cmd_info, "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score}
+COMMANDS = {"export": _cmd_export, "explain": _cmd_explain, "mine": _cmd_mine, "info": _cmd_info, "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:

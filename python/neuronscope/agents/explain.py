@@ -20,7 +20,7 @@ from ..explanations.conditions import ConditionEvaluator
 from ..explanations.files import write_jsonl
 from ..scoring.evidence import WindowBatch
 from ..scoring.run import EvidenceSource, StoreSource
-from ..scoring.score import score_batch
+from ..scoring.score import ScoreResult, score_batch
 from ..scoring.simulate import ExecSimulator
 from .offline import OfflineConfig, OfflineNeuronScope, single_pass
 
@@ -93,13 +93,15 @@ def explain(source: EvidenceSource, neurons: Sequence[tuple[int, int]], out: str
     evaluator = ConditionEvaluator(source.vocab)
     sim = ExecSimulator(source.vocab, evaluator)
     store = source.store if isinstance(source, StoreSource) else None
+    # The layer's activation vectors at each neuron's strongest tokens come with the evidence pass.
+    extra = {"feature_frac": cfg.active_frac} if store is not None and "neuronscope" in methods else {}
     by_layer: dict[int, list[int]] = {}
     for layer, i in todo:
         by_layer.setdefault(layer, []).append(i)
     try:
         for layer, indices in sorted(by_layer.items()):
             for a in range(0, len(indices), chunk):
-                for ev in source.evidence(layer, indices[a : a + chunk]):
+                for ev in source.evidence(layer, indices[a : a + chunk], **extra):
                     held = WindowBatch.build(ev.heldout)
 
                     def heldout_score(e, held=held) -> float:
@@ -113,7 +115,8 @@ def explain(source: EvidenceSource, neurons: Sequence[tuple[int, int]], out: str
                         else:
                             from .feedback import minilm_features, store_features, store_probe
 
-                            feats = store_features(store, layer, ev.vocab) if store else minilm_features(ev.vocab)
+                            feats = (store_features(store, layer, ev.vocab, ev.features) if store
+                                     else minilm_features(ev.vocab))
                             probe = store_probe(store, ev, evaluator) if store else None
                             res = OfflineNeuronScope(ev, evaluator=evaluator, cfg=cfg, features=feats, probe=probe,
                                                      heldout_scorer=heldout_score).run()
@@ -124,8 +127,9 @@ def explain(source: EvidenceSource, neurons: Sequence[tuple[int, int]], out: str
                             for mode, s, c in zip(e.modes, sc.mode_scores, sc.mode_coverage, strict=False):
                                 mode.scores.update({"score": s, "coverage": c})
                             held_row = sc.to_dict()
-                        else:
-                            held_row = None
+                        else:  # nothing found: a constant prediction, which explains nothing
+                            held_row = ScoreResult(layer, ev.index, method, "exec", 0.0,
+                                                   n_tokens=held.n_tokens, n_windows=len(held.windows)).to_dict()
                         rows.append({"layer": layer, "index": ev.index, "method": method, "backend": backend,
                                      "explanation": e.to_dict(), "heldout": held_row, "rounds": res.round_scores,
                                      "transcript": res.transcript, "usage": {}, "seconds": res.seconds})

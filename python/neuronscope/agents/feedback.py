@@ -15,7 +15,7 @@ import torch
 from ..explanations.conditions import ConditionEvaluator
 from ..explanations.model import MAX_OFFSET, Mode
 from ..scoring.evidence import NeuronEvidence, Window, WindowBatch
-from .offline import FeatureFn, ProbeFn
+from .offline import FeatureFn, ProbeFn, torch_threads
 
 
 def scored_positions(batch: WindowBatch) -> np.ndarray:
@@ -39,22 +39,27 @@ def minilm_features(vocab) -> FeatureFn:
     return features
 
 
-def store_features(store, layer: int, vocab) -> FeatureFn:
+def store_features(store, layer: int, vocab, known: dict[int, np.ndarray] | None = None) -> FeatureFn:
+    """The layer's activation vectors at the tokens: from ``known`` (kept with the evidence) or recomputed."""
     fallback = minilm_features(vocab)
+    known = {} if known is None else known
 
     def features(batch: WindowBatch, mask: torch.Tensor) -> np.ndarray:
         pos = scored_positions(batch)[mask.numpy()]
         if (pos < 0).any():
             return fallback(batch, mask)
-        uniq, inv = np.unique(pos, return_inverse=True)
-        acts = store.activations_at(layer, np.arange(store.n_neurons), uniq)
-        return acts[inv]
+        missing = np.unique([p for p in pos.tolist() if p not in known])
+        if len(missing):
+            with torch_threads(None):
+                acts = store.activations_at(layer, np.arange(store.n_neurons), missing)
+            known.update(zip(missing.tolist(), acts, strict=True))
+        return np.stack([known[p] for p in pos.tolist()]).astype(np.float32)
 
     return features
 
 
 def store_probe(store, evidence: NeuronEvidence, evaluator: ConditionEvaluator, *, context: tuple[int, int] = (12, 4),
-                scan_tokens: int = 200_000, seed: int = 0) -> ProbeFn:
+                scan_tokens: int = 50_000, seed: int = 0) -> ProbeFn:
     """Probe retrieval over a seeded random stretch of the mined corpus, never inside the evidence windows."""
     from ..scoring.evidence import covered_positions
 
@@ -67,22 +72,29 @@ def store_probe(store, evidence: NeuronEvidence, evaluator: ConditionEvaluator, 
     lo, hi = covered_positions(store)
     total_lo, total_hi = int(lo.min()) if len(lo) else 0, int(hi.max()) if len(hi) else 0
 
-    def probe(mode: Mode, n: int) -> list[Window]:
-        if n <= 0 or not mode.conditions or total_hi <= total_lo:
+    def probe(modes: list[Mode], n: int) -> list[Window]:
+        """Up to n probe windows per mode, all recomputed in one pass over the sequences they fall in."""
+        if n <= 0 or total_hi <= total_lo:
             return []
         span = min(scan_tokens, total_hi - total_lo)
         a = int(rng.integers(total_lo, total_hi - span + 1))
         ids = torch.from_numpy(tok.tokens[a : a + span].astype(np.int64))
         seg = torch.from_numpy(tok.doc_of(np.arange(a, a + span)).astype(np.int64))
-        fires = evaluator.evaluate_mode(mode, ids, seg).numpy()
-        cand = a + np.flatnonzero(fires)
-        cand = np.asarray([p for p in cand.tolist() if p not in taken], dtype=np.int64)
-        if not len(cand):
+        picks = []
+        for mode in modes:
+            if not mode.conditions:
+                continue
+            fires = evaluator.evaluate_mode(mode, ids, seg).numpy()
+            cand = np.asarray([p for p in (a + np.flatnonzero(fires)).tolist() if p not in taken], dtype=np.int64)
+            if len(cand):
+                picks.append(rng.choice(cand, size=min(n, len(cand)), replace=False))
+        if not picks:
             return []
-        pick = np.sort(rng.choice(cand, size=min(n, len(cand)), replace=False))
+        pick = np.unique(np.concatenate(picks))
         spans = [tok.window(int(p), *context) for p in pick]
         flat = np.unique(np.concatenate([np.arange(s, e) for s, e in spans]))
-        acts = store.activations_at(evidence.layer, [evidence.index], flat)[:, 0]
+        with torch_threads(None):
+            acts = store.activations_at(evidence.layer, [evidence.index], flat)[:, 0]
         out = []
         for p, (s, e) in zip(pick.tolist(), spans, strict=True):
             rows = np.searchsorted(flat, np.arange(s, e))

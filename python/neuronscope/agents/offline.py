@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..explanations.conditions import ConditionEvaluator, shifted
-from ..explanations.model import Condition, Explanation, Mode, PrevTokenIn, TokenIn, TokenRegex
+from ..explanations.model import AllOf, Condition, Explanation, Mode, PrevTokenIn, TokenIn, TokenRegex
 from ..scoring.batch import score_conditions
 from ..scoring.evidence import NeuronEvidence, Window, WindowBatch
 from ..scoring.simulate import ExecSimulator
@@ -48,10 +49,28 @@ SHAPE_REGEXES = (
     TokenRegex("ly$"), TokenRegex("tion$"), TokenRegex("s$"),
 )
 
-ProbeFn = Callable[[Mode, int], list[Window]]
-"""``probe(mode, n)`` → up to n new windows (with real activations) where the mode's conditions fire."""
+ProbeFn = Callable[[list[Mode], int], list[Window]]
+"""``probe(modes, n)`` → up to n new windows per mode (with real activations) where its conditions fire."""
 FeatureFn = Callable[[WindowBatch, torch.Tensor], np.ndarray]
 """``features(batch, token_mask)`` → (n, D) float32 contextual embeddings of the masked scored tokens."""
+
+
+_MODEL_THREADS = [torch.get_num_threads()]
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Runs the block with n intra-op threads (None: the count the process had before the agent took over).
+
+    The agent's tensors are small (a few thousand tokens): extra threads only add synchronisation, so the
+    loop runs single-threaded and gives the threads back for subject-model forward passes (probes).
+    """
+    old = torch.get_num_threads()
+    torch.set_num_threads(n if n is not None else _MODEL_THREADS[0])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 @dataclass
@@ -67,6 +86,8 @@ class OfflineConfig:
     """Weight of the condition-membership block against the embedding block in the clustering features."""
     rounds: int = 4
     probes_per_mode: int = 6
+    probe_rounds: int = 2
+    """Rounds that fetch probes (each costs subject-model forward passes)."""
     prune_frac: float = 0.3
     """False positive: a token of a set whose own mean activation is below this share of the mode's strength."""
     single_pass_tokens: int = 12
@@ -265,16 +286,31 @@ class OfflineNeuronScope:
         return active
 
     def decompose(self, active: torch.Tensor) -> tuple[list[Condition], np.ndarray]:
+        """Atomic conditions that each explain activating tokens the better ones before them do not.
+
+        Candidates are ranked by train Pearson r; walking down the ranking, a candidate is kept if it is
+        precise (mean activation where it fires ≥ min_precision × threshold) and covers at least one
+        activating token no kept condition covers yet — so a context condition that only fires where a
+        kept token condition already does ("should" before "return") is not a separate component.
+        """
         ws = self.ws
         cands = _candidates(ws, active)
         sc = score_conditions(ws.ev, cands, ws.batch, positives=active)
-        keep = (sc.focus_hits > 0) & (sc.mean_act >= self.cfg.min_precision * ws.threshold) & (sc.r > 0)
-        kept = [c for c, k in zip(cands, keep, strict=True) if k]
-        order = np.argsort(-sc.r[keep])
-        kept = [kept[i] for i in order]
-        self.log("decomposition", candidates=len(cands), kept=len(kept),
-                 best=[f"{kept[i].describe()} r={sc.r[keep][order][i]:.3f}" for i in range(min(8, len(kept)))])
-        return kept, sc.r[keep][order]
+        ok = np.flatnonzero((sc.focus_hits > 0) & (sc.mean_act >= self.cfg.min_precision * ws.threshold) & (sc.r > 0))
+        ok = ok[np.argsort(-sc.r[ok], kind="stable")]
+        masks = ws.ev.evaluate_many([cands[i] for i in ok], ws.batch.ids, ws.batch.seg)[:, ws.batch.scored]
+        covered = torch.zeros_like(active)
+        kept, kept_r = [], []
+        for j, i in enumerate(ok.tolist()):
+            new = masks[j] & active & ~covered
+            if bool(new.any()):
+                kept.append(cands[i])
+                kept_r.append(float(sc.r[i]))
+                covered |= masks[j] & active
+        self.log("decomposition", candidates=len(cands), precise=len(ok), kept=len(kept),
+                 covered=f"{int(covered.sum())}/{int(active.sum())}",
+                 best=[f"{c.describe()} r={r:.3f}" for c, r in zip(kept[:8], kept_r[:8], strict=False)])
+        return kept, np.asarray(kept_r)
 
     def cluster_modes(self, active: torch.Tensor, kept: list[Condition]) -> list[Mode]:
         ws = self.ws
@@ -329,6 +365,26 @@ class OfflineNeuronScope:
                 lo = [a for a, v in zip(atoms, means, strict=True) if v <= cut]
                 if hi and lo:
                     props.append((f"split mode {mi} by strength", [*modes[:mi], _build_mode(ws, hi), _build_mode(ws, lo), *modes[mi + 1:]]))
+        # Context: an imprecise token condition (it fires far more weakly on average than on the activating
+        # tokens it covers) becomes "this token right after one of the tokens seen before it when active".
+        prev, valid = shifted(ws.batch.ids, ws.batch.seg, 1)
+        prev_s, valid_s = prev[ws.batch.scored], valid[ws.batch.scored]
+        y = ws.batch.acts
+        for mi, m in enumerate(modes):
+            atoms = _atoms(m)
+            for a_i, atom in enumerate(atoms):
+                if not isinstance(atom, (TokenIn, TokenRegex)):
+                    continue
+                fires = ws.ev.evaluate(atom, ws.batch.ids, ws.batch.seg)[ws.batch.scored]
+                hit = fires & active
+                if not bool(hit.any()) or float(y[fires].mean()) >= 0.8 * float(y[hit].mean()):
+                    continue
+                keys = sorted({_key_piece(ws.vocab, i) for i in prev_s[hit & valid_s].tolist()} - {""})
+                if keys and len(keys) <= 12:
+                    ctx = AllOf((atom, PrevTokenIn(tuple(keys), 1)))
+                    rest = [x for k, x in enumerate(atoms) if k != a_i]
+                    props.append((f"restrict {atom.describe()} to context in mode {mi}",
+                                  [*modes[:mi], _build_mode(ws, [*rest, ctx]), *modes[mi + 1:]]))
         # Weak modes, and near-duplicate modes (merged when that costs at most the parsimony tolerance).
         if len(modes) > 1:
             for mi in range(len(modes)):
@@ -361,14 +417,12 @@ class OfflineNeuronScope:
                                       [*modes[:mi], _build_mode(ws, [*_atoms(modes[mi]), c]), *modes[mi + 1:]]))
         return props
 
-    def _probe(self, modes: list[Mode]) -> int:
-        if self.probe is None:
+    def _probe(self, modes: list[Mode], rnd: int) -> int:
+        if self.probe is None or rnd > self.cfg.probe_rounds or not modes:
             return 0
-        added = 0
-        for m in modes:
-            new = self.probe(m, self.cfg.probes_per_mode)
-            self.ws.windows.extend(new)
-            added += len(new)
+        new = self.probe(modes, self.cfg.probes_per_mode)
+        self.ws.windows.extend(new)
+        added = len(new)
         if added:
             self.ws.rebuild()
             for m in modes:
@@ -376,6 +430,11 @@ class OfflineNeuronScope:
         return added
 
     def run(self) -> AgentResult:
+        _MODEL_THREADS[0] = torch.get_num_threads()
+        with torch_threads(1):
+            return self._run()
+
+    def _run(self) -> AgentResult:
         t0 = time.monotonic()
         ev = self.ws.evidence
         active = self.hypothesis()
@@ -385,7 +444,7 @@ class OfflineNeuronScope:
         self._record(0, modes, best)
         stale = 0
         for rnd in range(1, self.cfg.rounds + 1):
-            n_probe = self._probe(modes)
+            n_probe = self._probe(modes, rnd)
             if n_probe:
                 active = self.ws.batch.acts >= self.ws.threshold
                 best = self.ws.score(modes)

@@ -68,6 +68,9 @@ class NeuronEvidence:
     stats: dict[str, float] = field(default_factory=dict)
     """count, mean, std, min, max, frac_positive and quantiles ``q0.5`` ... when known."""
     source: str = ""
+    features: dict[int, np.ndarray] = field(default_factory=dict)
+    """Global position → the layer's whole activation vector (N,) there, for the neuron's strongest tokens
+    (kept by ``store_evidence(feature_frac=...)`` from the same forward pass; used to cluster modes)."""
 
     @property
     def max_activation(self) -> float:
@@ -189,11 +192,14 @@ def store_evidence(
     n_random: int | None = None,
     seed: int = 0,
     vocab: Vocab | None = None,
+    feature_frac: float | None = None,
 ) -> list[NeuronEvidence]:
     """Evidence for neurons ``indices`` of ``layer`` of a NeuronStore, activations recomputed in one batched pass.
 
     context: tokens before/after each exemplar (clipped to its document); n_random: random windows per
-    split (default: the number of held-out top windows). Returns one NeuronEvidence per index.
+    split (default: the number of held-out top windows); feature_frac: also keep the layer's whole
+    activation vector at every train token reaching this share of the neuron's train maximum (computed
+    in the same forward pass). Returns one NeuronEvidence per index.
     """
     from ..records import QUANTILES
 
@@ -230,7 +236,10 @@ def store_evidence(
     # One recomputation for every token of every window of every neuron.
     spans = [(a, b) for plan in plans for a, b, *_ in plan.windows]
     flat = np.unique(np.concatenate([np.arange(a, b) for a, b in spans])) if spans else np.zeros(0, np.int64)
-    acts_all = store.activations_at(layer, list(map(int, indices)), flat) if flat.size else None
+    cols = list(map(int, indices))
+    if feature_frac is not None:
+        cols = list(range(store.n_neurons))
+    acts_all = store.activations_at(layer, cols, flat) if flat.size else None
 
     out = []
     for j, plan in enumerate(plans):
@@ -240,7 +249,8 @@ def store_evidence(
             rows = np.searchsorted(flat, np.arange(a, b))
             d = int(tok.doc_of(a))
             left_lo = max(int(tok.doc_offsets[d]), a - MAX_OFFSET)
-            w = Window(ids=tok.tokens[a:b].astype(np.int64), acts=acts_all[rows, j], kind=kind,
+            col = idx if feature_frac is not None else j
+            w = Window(ids=tok.tokens[a:b].astype(np.int64), acts=acts_all[rows, col], kind=kind,
                        focus=focus - a if focus >= 0 else -1, start=a,
                        left=tok.tokens[left_lo:a].astype(np.int64))
             (held if is_held else train).append(w)
@@ -251,6 +261,13 @@ def store_evidence(
                  "frac_positive": float(st.positive[idx]) / n if n else float("nan")}
         for q, v in zip(QUANTILES, store.quantiles(layer, idx, list(QUANTILES)).tolist(), strict=True):
             stats[f"q{q}"] = float(v)
+        feats: dict[int, np.ndarray] = {}
+        if feature_frac is not None and train:
+            top = max(float(w.acts.max()) for w in train if w.acts.size)
+            for w in train:
+                for k in np.flatnonzero(w.acts >= feature_frac * top):
+                    p = w.start + int(k)
+                    feats[p] = acts_all[np.searchsorted(flat, p)].copy()
         out.append(NeuronEvidence(layer=layer, index=idx, vocab=vocab, train=train, heldout=held, stats=stats,
-                                  source=str(store.path)))
+                                  source=str(store.path), features=feats))
     return out

@@ -59,8 +59,9 @@ class StoreSource:
     def has(self, layer: int, index: int) -> bool:
         return layer in self.store.layers and 0 <= index < self.store.n_neurons
 
-    def evidence(self, layer: int, indices: Sequence[int]) -> list[NeuronEvidence]:
-        return store_evidence(self.store, layer, indices, context=self.context, seed=self.seed, vocab=self.vocab)
+    def evidence(self, layer: int, indices: Sequence[int], feature_frac: float | None = None) -> list[NeuronEvidence]:
+        return store_evidence(self.store, layer, indices, context=self.context, seed=self.seed, vocab=self.vocab,
+                              feature_frac=feature_frac)
 
 
 def open_source(store: str | Path | None = None, records: str | Path | None = None, **kw) -> EvidenceSource:
