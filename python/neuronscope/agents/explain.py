@@ -120,19 +120,7 @@ def explain(source: EvidenceSource, neurons: Sequence[tuple[int, int]], out: str
                             probe = store_probe(store, ev, evaluator) if store else None
                             res = OfflineNeuronScope(ev, evaluator=evaluator, cfg=cfg, features=feats, probe=probe,
                                                      heldout_scorer=heldout_score).run()
-                        e = res.explanation
-                        if e.executable:
-                            sc = score_batch([e], sim.simulate([e], held), held, "exec")[0]
-                            e.scores.update({"score": sc.score, "coverage": sc.coverage})
-                            for mode, s, c in zip(e.modes, sc.mode_scores, sc.mode_coverage, strict=False):
-                                mode.scores.update({"score": s, "coverage": c})
-                            held_row = sc.to_dict()
-                        else:  # nothing found: a constant prediction, which explains nothing
-                            held_row = ScoreResult(layer, ev.index, method, "exec", 0.0,
-                                                   n_tokens=held.n_tokens, n_windows=len(held.windows)).to_dict()
-                        rows.append({"layer": layer, "index": ev.index, "method": method, "backend": backend,
-                                     "explanation": e.to_dict(), "heldout": held_row, "rounds": res.round_scores,
-                                     "transcript": res.transcript, "usage": {}, "seconds": res.seconds})
+                        rows.append(_score_row(res, held, evaluator, ev, method, backend))
                     if bar is not None:
                         bar.update(1)
                 write_jsonl(out, rows)
@@ -141,6 +129,22 @@ def explain(source: EvidenceSource, neurons: Sequence[tuple[int, int]], out: str
             bar.close()
     write_jsonl(out, rows)
     return rows
+
+
+def _score_row(res, held: WindowBatch, evaluator: ConditionEvaluator, ev, method: str, backend: str) -> dict:
+    """The output line of one neuron: the explanation with its held-out exec scores written in."""
+    sim = ExecSimulator(evaluator.vocab, evaluator)
+    e = res.explanation
+    if e.executable:
+        sc = score_batch([e], sim.simulate([e], held), held, "exec")[0]
+        e.scores.update({"score": sc.score, "coverage": sc.coverage})
+        for mode, s, c in zip(e.modes, sc.mode_scores, sc.mode_coverage, strict=False):
+            mode.scores.update({"score": s, "coverage": c})
+    else:  # nothing found: a constant prediction, which explains nothing
+        sc = ScoreResult(ev.layer, ev.index, method, "exec", 0.0, n_tokens=held.n_tokens, n_windows=len(held.windows))
+    return {"layer": ev.layer, "index": ev.index, "method": method, "backend": backend, "explanation": e.to_dict(),
+            "heldout": sc.to_dict(), "rounds": res.round_scores, "transcript": res.transcript, "usage": {},
+            "seconds": res.seconds}
 
 
 def _read_rows(out: Path) -> list[dict]:

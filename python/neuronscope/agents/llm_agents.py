@@ -1,0 +1,339 @@
+"""The NeuronScope roles played by an LLM over any OpenAI-compatible server.
+
+Same loop as the offline backend (``offline.py``) and the same train-only decisions, with the LLM as
+hypothesis agent, decomposition agent (it writes conditions in the condition language; each is
+validated and checked on the train split, and offline candidates fill what it misses), mode explainer
+(label + description per mode) and refinement agent (it sees false negatives, false positives, the
+score, and the subject model's real activations on the probe texts it wrote last round, and returns
+revised modes + new probes). A revision is kept only if the train score rises; two rounds without gain
+or the round budget end the loop. Clustering stays in the C++ core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, ExplanationError, LLMError
+from ..explanations.conditions import ConditionEvaluator
+from ..explanations.files import write_jsonl
+from ..explanations.model import Condition, Explanation, Mode, condition_from_dict
+from ..scoring.batch import score_conditions
+from ..scoring.evidence import NeuronEvidence, Window, WindowBatch
+from .offline import AgentResult, OfflineConfig, OfflineNeuronScope, _build_mode, _candidates, torch_threads
+from .prompts import conditions_doc, load_prompt
+
+ProbeTextFn = Callable[[list[str]], list[Window]]
+"""``probe_texts(texts)`` → one window per text with the neuron's real activations."""
+
+
+def format_window(vocab, w: Window, scale: float, min_frac: float = 0.2) -> str:
+    """A window as text with activating tokens marked ``[[token:a]]`` (a on a 0-10 scale)."""
+    out = []
+    for i, a in zip(w.ids.tolist(), w.acts.tolist(), strict=True):
+        piece = vocab.pieces[i]
+        if scale > 0 and a >= min_frac * scale:
+            lead = piece[: len(piece) - len(piece.lstrip())]
+            out.append(f"{lead}[[{piece.strip()}:{round(10 * a / scale)}]]")
+        else:
+            out.append(piece)
+    return "".join(out).strip()
+
+
+def format_windows(vocab, windows: Sequence[Window], scale: float, limit: int = 12) -> str:
+    return "\n".join(f"{k + 1}. {format_window(vocab, w, scale)}" for k, w in enumerate(list(windows)[:limit]))
+
+
+def _parse_conditions(items: Any, where: str) -> tuple[list[Condition], list[str]]:
+    conds, errors = [], []
+    for k, item in enumerate(items if isinstance(items, list) else []):
+        try:
+            conds.append(condition_from_dict(item, f"{where}[{k}]"))
+        except ExplanationError as e:
+            errors.append(str(e))
+    return conds, errors
+
+
+class LLMNeuronScope(OfflineNeuronScope):
+    """The loop with an LLM in the hypothesis, decomposition, explainer and refinement roles."""
+
+    def __init__(self, evidence: NeuronEvidence, llm, *, probe_texts: ProbeTextFn | None = None, **kw) -> None:
+        super().__init__(evidence, **kw)
+        self.llm = llm
+        self.probe_texts = probe_texts
+        self.neuron = f"{evidence.layer}/{evidence.index}"
+
+    async def ask(self, prompt: str, validator=None, **values: object) -> Any:
+        p = load_prompt(prompt)
+        res = await self.llm.chat_json(p.messages(neuron=self.neuron, **values), validator=validator)
+        self.log(p.tag, reply=res.text[:2000], cached=res.cached, attempts=res.attempts)
+        return res.parsed
+
+    def _top_windows(self) -> list[Window]:
+        return sorted((w for w in self.ws.windows if w.kind in ("top", "probe")), key=lambda w: -float(w.acts.max()))
+
+    async def arun(self) -> AgentResult:
+        t0 = time.monotonic()
+        ws, ev = self.ws, self.ws.evidence
+        active = self.hypothesis()
+        shown = format_windows(ws.vocab, self._top_windows(), ws.max)
+
+        def want_list(key: str):
+            def check(obj: Any) -> Any:
+                if not isinstance(obj, dict) or not isinstance(obj.get(key), list) or not obj[key]:
+                    raise ValueError(f'expected {{"{key}": [...]}} with at least one item')
+                return obj
+            return check
+
+        hyps = (await self.ask("hypothesis", want_list("hypotheses"), exemplars=shown))["hypotheses"]
+        hyps = [str(h) for h in hyps][:8]
+        comps = (await self.ask("decomposition", want_list("components"), exemplars=shown,
+                                hypotheses="\n".join(f"- {h}" for h in hyps), conditions_doc=conditions_doc()))
+        llm_conds, errors = _parse_conditions([c.get("condition") for c in comps["components"] if isinstance(c, dict)],
+                                              "components")
+        if errors:
+            self.log("decomposition errors", errors=errors[:10])
+        kept = self._select(llm_conds, active)
+        modes = self.cluster_modes(active, kept)
+        await self._describe(modes)
+        best = ws.score(modes)
+        self._record(0, modes, best)
+        stale, probes_seen = 0, "(none yet)"
+        for rnd in range(1, self.cfg.rounds + 1):
+            fn, fp = self._feedback(modes, active)
+            reply = await self.ask(
+                "refinement", want_list("modes"), score=best, conditions_doc=conditions_doc(),
+                modes="\n".join(f"- {m.label} (strength {m.strength:.2f}): {m.description} "
+                                f"{[c.to_dict() for c in m.conditions]}" for m in modes),
+                false_negatives=fn or "(none)", false_positives=fp or "(none)", probes=probes_seen)
+            proposal = []
+            for k, raw in enumerate(reply["modes"]):
+                if not isinstance(raw, dict):
+                    continue
+                conds, _errs = _parse_conditions(raw.get("conditions"), f"modes[{k}].conditions")
+                if conds:
+                    m = _build_mode(ws, conds)
+                    m.label = str(raw.get("label") or m.label)[:80]
+                    m.description = str(raw.get("description") or m.description)[:400]
+                    if m.strength > 0:
+                        proposal.append(m)
+            n_probe = 0
+            texts = [str(t) for t in reply.get("probes", []) if isinstance(t, str) and t.strip()][:3]
+            if texts and self.probe_texts is not None:
+                with torch_threads(None):
+                    new = self.probe_texts(texts)
+                ws.windows.extend(new)
+                n_probe = len(new)
+                ws.rebuild()
+                ws.threshold = self.cfg.active_frac * ws.max
+                active = ws.batch.acts >= ws.threshold
+                probes_seen = format_windows(ws.vocab, new, ws.max)
+                best = ws.score(modes)  # the current modes on the enlarged evidence
+            new_score = ws.score(proposal) if proposal else -1.0
+            accepted = new_score > best + 1e-4
+            if accepted:
+                modes, best = proposal, new_score
+            self.log("refinement", round=rnd, proposed=len(proposal), probes=n_probe, accepted=accepted,
+                     train_score=best)
+            self._record(rnd, modes, best)
+            stale = 0 if accepted else stale + 1
+            if stale >= 2:
+                break
+        modes = sorted(modes, key=lambda m: -m.strength)
+        e = Explanation(ev.layer, ev.index, modes or [Mode("unexplained")], method="neuronscope",
+                        text="; ".join(hyps[:3]) if not modes else "")
+        return AgentResult(e, self.transcript, self.rounds, time.monotonic() - t0)
+
+    def _select(self, llm_conds: list[Condition], active: torch.Tensor) -> list[Condition]:
+        """LLM conditions first, then offline candidates, each kept if precise and covering new activating tokens."""
+        ws = self.ws
+        offline = [c for c in _candidates(ws, active) if c not in set(llm_conds)]
+        cands = llm_conds + offline
+        if not cands:
+            return []
+        sc = score_conditions(ws.ev, cands, ws.batch, positives=active)
+        precise = (sc.focus_hits > 0) & (sc.mean_act >= self.cfg.min_precision * ws.threshold) & (sc.r > 0)
+        n_llm = len(llm_conds)
+        order = [i for i in np.argsort(-sc.r[:n_llm], kind="stable") if precise[i]]
+        order += [n_llm + i for i in np.argsort(-sc.r[n_llm:], kind="stable") if precise[n_llm + i]]
+        covered = torch.zeros_like(active)
+        kept = []
+        for i in order:
+            m = ws.ev.evaluate(cands[i], ws.batch.ids, ws.batch.seg)[ws.batch.scored]
+            if bool((m & active & ~covered).any()):
+                kept.append(cands[i])
+                covered |= m & active
+        self.log("decomposition", llm_conditions=n_llm, llm_kept=sum(1 for c in kept if c in set(llm_conds)),
+                 kept=len(kept), covered=f"{int(covered.sum())}/{int(active.sum())}")
+        return kept
+
+    async def _describe(self, modes: list[Mode]) -> None:
+        ws = self.ws
+
+        def check(obj: Any) -> Any:
+            if not isinstance(obj, dict) or not isinstance(obj.get("label"), str) or not isinstance(
+                    obj.get("description"), str):
+                raise ValueError('expected {"label": "...", "description": "..."}')
+            return obj
+
+        async def one(k: int, m: Mode) -> None:
+            fires = ws.fires(m)
+            wins = sorted({int(w) for w in ws.batch.window[fires].tolist()},
+                          key=lambda w: -float(ws.batch.windows[w].acts.max()))[:8]
+            reply = await self.ask("explainer", check, mode=k + 1,
+                                   conditions="\n".join(c.describe() for c in m.conditions),
+                                   exemplars=format_windows(ws.vocab, [ws.batch.windows[w] for w in wins], ws.max))
+            m.label, m.description = reply["label"][:80], reply["description"][:400]
+
+        await asyncio.gather(*(one(k, m) for k, m in enumerate(modes)))
+
+    def _feedback(self, modes: list[Mode], active: torch.Tensor) -> tuple[str, str]:
+        ws = self.ws
+        fired = torch.zeros_like(active)
+        for m in modes:
+            fired |= ws.fires(m)
+        y = ws.batch.acts
+        fn_idx = torch.nonzero(active & ~fired).squeeze(1)
+        fn_idx = fn_idx[torch.argsort(-y[fn_idx])][:5]
+        fp_idx = torch.nonzero(fired & (y < 0.1 * max(ws.max, 1e-9))).squeeze(1)[:5]
+
+        def show(idx: torch.Tensor) -> str:
+            lines = []
+            for t in idx.tolist():
+                w = ws.batch.windows[int(ws.batch.window[t])]
+                lines.append(f"- {format_window(ws.vocab, w, ws.max)}  (token: "
+                             f"{ws.vocab.pieces[int(ws.batch.ids[ws.batch.scored][t])].strip()!r}, "
+                             f"activation {float(y[t]):.2f})")
+            return "\n".join(lines)
+
+        return show(fn_idx), show(fp_idx)
+
+
+async def llm_single_pass(evidence: NeuronEvidence, llm, evaluator: ConditionEvaluator,
+                          cfg: OfflineConfig) -> AgentResult:
+    """One LLM call on the top train exemplars: one mode, no contrast, no refinement (OpenAI's explainer style)."""
+    t0 = time.monotonic()
+    agent = OfflineNeuronScope(evidence, evaluator=evaluator, cfg=cfg)
+    ws = agent.ws
+    tops = sorted((w for w in evidence.train if w.kind == "top"), key=lambda w: -float(w.acts.max()))
+    p = load_prompt("single_pass")
+
+    def check(obj: Any) -> Any:
+        if not isinstance(obj, dict) or not isinstance(obj.get("description"), str):
+            raise ValueError('expected {"description": "...", "conditions": [...]}')
+        return obj
+
+    res = await llm.chat_json(p.messages(neuron=f"{evidence.layer}/{evidence.index}", conditions_doc=conditions_doc(),
+                                         exemplars=format_windows(evidence.vocab, tops, ws.max, limit=20)),
+                              validator=check)
+    conds, errors = _parse_conditions(res.parsed.get("conditions"), "conditions")
+    mode = _build_mode(ws, conds) if conds else Mode("unexplained")
+    mode.description = res.parsed["description"][:400]
+    mode.label = mode.label or "single pass"
+    e = Explanation(evidence.layer, evidence.index, [mode], method="single-pass", text=mode.description)
+    transcript = [{"role": p.tag, "reply": res.text[:2000], "cached": res.cached, "errors": errors}]
+    return AgentResult(e, transcript, [], time.monotonic() - t0)
+
+
+def store_probe_texts(store, evidence: NeuronEvidence) -> ProbeTextFn:
+    """Probe texts through the store's subject model (same special tokens as mining)."""
+    from ..models.probe import text_activations
+
+    def run(texts: list[str]) -> list[Window]:
+        pk = store.packing
+        out = []
+        for ids, acts in text_activations(store.subject(), texts, evidence.layer, [evidence.index],
+                                          prefix=pk.prefix, suffix=pk.suffix):
+            if len(ids):
+                a = acts[:, 0]
+                out.append(Window(ids=ids, acts=a, kind="probe", focus=int(np.argmax(a))))
+        return out
+
+    return run
+
+
+def run_llm_explain(source, neurons: Sequence[tuple[int, int]], out: str | Path, *, methods: Sequence[str],
+                    rounds: int, chunk: int, progress: bool, llm: dict | None, cfg: OfflineConfig | None = None,
+                    transport=None) -> list[dict]:
+    """The ``--backend openai`` driver of :func:`neuronscope.agents.explain` (same output lines)."""
+    from ..llm import LLMClient, LLMConfig, ResponseCache, usage_tag
+    from ..scoring.run import StoreSource
+    from .explain import _read_rows, _score_row
+
+    if not llm or not llm.get("model"):
+        raise ConfigError("the openai backend needs --model (and --base-url for a non-local server)")
+    out = Path(out)
+    conf = LLMConfig(base_url=llm.get("base_url") or "http://localhost:8000/v1", model=llm["model"],
+                     api_key_env=llm.get("api_key_env") or "OPENAI_API_KEY",
+                     concurrency=int(llm.get("concurrency") or 8),
+                     cache_path=llm.get("cache_path") or str(out.with_suffix(".llmcache.sqlite")),
+                     **{k: v for k, v in llm.items() if k in ("timeout_s", "max_retries", "backoff_base_s",
+                                                              "backoff_max_s", "max_tokens")})
+    cfg = cfg or OfflineConfig(rounds=rounds)
+    rows = _read_rows(out)
+    done = {(r["layer"], r["index"], r["method"]) for r in rows if "error" not in r}
+    rows = [r for r in rows if "error" not in r]  # failed neurons are retried
+    todo = [(layer, i) for layer, i in neurons if any((layer, i, m) not in done for m in methods)]
+    evaluator = ConditionEvaluator(source.vocab)
+    store = source.store if isinstance(source, StoreSource) else None
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="neuron", desc="explain[openai]", dynamic_ncols=True)
+
+    async def main() -> None:
+        cache = ResponseCache(conf.cache_path) if conf.cache_path else None
+        async with LLMClient(conf, cache=cache, transport=transport) as client:
+            by_layer: dict[int, list[int]] = {}
+            for layer, i in todo:
+                by_layer.setdefault(layer, []).append(i)
+            for layer, indices in sorted(by_layer.items()):
+                for a in range(0, len(indices), chunk):
+                    extra = {"feature_frac": cfg.active_frac} if store is not None else {}
+                    evs = source.evidence(layer, indices[a : a + chunk], **extra)
+
+                    async def one(ev: NeuronEvidence, method: str) -> dict:
+                        tag = f"{ev.layer}/{ev.index}/{method}"
+                        held = WindowBatch.build(ev.heldout)
+                        with usage_tag(tag):
+                            try:
+                                if method == "single-pass":
+                                    res = await llm_single_pass(ev, client, evaluator, cfg)
+                                else:
+                                    from .feedback import minilm_features, store_features
+
+                                    feats = (store_features(store, ev.layer, ev.vocab, ev.features) if store
+                                             else minilm_features(ev.vocab))
+                                    agent = LLMNeuronScope(ev, client, evaluator=evaluator, cfg=cfg, features=feats,
+                                                           probe_texts=store_probe_texts(store, ev) if store else None)
+                                    res = await agent.arun()
+                            except LLMError as e:
+                                return {"layer": ev.layer, "index": ev.index, "method": method, "backend": "openai",
+                                        "error": f"{type(e).__name__}: {e}", "usage": client.usage.summary_for(tag)}
+                        row = _score_row(res, held, evaluator, ev, method, "openai")
+                        row["usage"] = client.usage.summary_for(tag)
+                        return row
+
+                    jobs = [one(ev, m) for ev in evs for m in methods if (ev.layer, ev.index, m) not in done]
+                    for row in await asyncio.gather(*jobs):
+                        rows.append(row)
+                    if bar is not None:
+                        bar.update(len(evs))
+                    write_jsonl(out, rows)
+            write_jsonl(out, rows)
+            if cache is not None:
+                cache.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        if bar is not None:
+            bar.close()
+    return rows
