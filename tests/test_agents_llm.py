@@ -150,3 +150,96 @@ def test_prompts_are_versioned_package_data(bad):
         assert (p.version >= 1 and p.system and "{neuron}" in p.user) or name.startswith("simulator")
     with pytest.raises(ConfigError):
         load_prompt(bad or "missing")
+
+
+def _lp(token: str, alts: dict[str, float] | None = None) -> dict:
+    import math
+
+    alts = alts or {token: 0.0}
+    return {"token": token, "logprob": max(alts.values()) if token in alts else -0.1,
+            "top_logprobs": [{"token": t, "logprob": math.log(p) if p > 0 else -50.0} for t, p in alts.items()]}
+
+
+def test_llm_simulator_expected_values_and_json_fallback(planted):  # noqa: F811
+    from neuronscope.agents.llm_simulator import LLMSimulator, expected_values
+    from neuronscope.explanations import Explanation
+    from neuronscope.scoring import WindowBatch
+    from neuronscope.scoring.score import score_batch
+
+    evidence, _ = planted
+    # Hand-computed expected values: line 1 answers 0 surely, line 2 is 8 w.p. 0.5 and 10 w.p. 0.5.
+    toks = [_lp("1"), _lp("\t"), _lp("0", {"0": 1.0}), _lp("\n"), _lp("2"), _lp("\t"), _lp("8", {"8": 0.5, "10": 0.5})]
+    from neuronscope.llm.parse import TokenLogprob
+
+    parsed = [TokenLogprob(t["token"], t["logprob"], tuple(TokenLogprob(a["token"], a["logprob"])
+                                                          for a in t["top_logprobs"])) for t in toks]
+    np_ev = expected_values("1\t0\n2\t8\n3\t4", parsed, 3)
+    assert np_ev.tolist() == pytest.approx([0.0, 9.0, 4.0])
+
+    windows = evidence.heldout[:6]
+    batch = WindowBatch.build(windows)
+    truth = [(w.acts > 1.0).astype(int) * 10 for w in windows]  # a simulator that knows the answer
+    pieces = [[evidence.vocab.pieces[i] for i in w.ids.tolist()] for w in windows]
+
+    def which(content: str) -> np.ndarray:
+        for k, ps in enumerate(pieces):
+            listing = "\n".join(f"{i + 1}\t{s!r}" for i, s in enumerate(ps))
+            if listing in content or repr(ps) in content:
+                return truth[k]
+        raise AssertionError("unknown window")
+
+    def by_logprobs(req) -> Reply:
+        w = which(req.body["messages"][1]["content"])
+        lines, lps = [], []
+        for i, v in enumerate(w):
+            lines.append(f"{i + 1}\t{v}")
+            lps += [_lp(str(i + 1)), _lp("\t"), _lp(str(v), {str(v): 0.9, "5": 0.1}), _lp("\n")]
+        return Reply(json=chat_body("\n".join(lines), logprobs=lps))
+
+    def no_logprobs(req) -> Reply:
+        content = req.body["messages"][1]["content"]
+        if "Tokens:" not in content:
+            return Reply(json=chat_body("1\t0"))  # no logprobs in the answer
+        w = which(content)
+        return Reply(json=chat_body(json.dumps({"activations": w.tolist()})))
+
+    e = Explanation(0, 0, [], text="the words return or value, and numbers in brackets")
+    for responder in (by_logprobs, no_logprobs):
+        async def go():
+            async with LLMClient(_config(server)) as client:
+                return await LLMSimulator(client, evidence.vocab).asimulate([e], batch)
+
+        with ScriptedServer(default=responder) as server:
+            sims = asyncio.run(go())
+        res = score_batch([e], sims, batch, "llm")[0]
+        assert res.score > 0.9, responder.__name__
+
+
+def test_score_cli_with_llm_simulator(minilm_store, tmp_path):
+    from neuronscope.cli import main
+    from neuronscope.explanations import Explanation, write_explanations
+
+    exps = tmp_path / "free.jsonl"
+    write_explanations(exps, [Explanation(1, 0, [], text="punctuation", method="openai")])
+
+    def answer(req) -> Reply:
+        content = req.body["messages"][1]["content"]
+        lines = [ln for ln in content.split("\n") if re.match(r"^\d+\t", ln)]
+        reply = "\n".join(f"{ln.split(chr(9))[0]}\t{10 if any(c in ln for c in '.,:;()') else 0}" for ln in lines)
+        lps = []
+        for ln in reply.split("\n"):
+            i, v = ln.split("\t")
+            lps += [_lp(i), _lp("\t"), _lp(v, {v: 1.0}), _lp("\n")]
+        return Reply(json=chat_body(reply, logprobs=lps))
+
+    out = tmp_path / "s.jsonl"
+    with ScriptedServer(default=answer) as server:
+        assert main(["score", "--store", str(minilm_store.path), "--explanations", str(exps), "--simulator", "llm",
+                     "--base-url", server.url, "--model", "scripted", "--out", str(out), "--quiet"]) == 0
+        assert len(server.requests) > 5
+    row = json.loads(out.read_text())
+    assert row["simulator"] == "llm"
+    assert -1 <= row["score"] <= 1
+    assert row["n_tokens"] > 0
+    assert main(["score", "--store", str(minilm_store.path), "--explanations", str(exps), "--simulator", "llm",
+                 "--out", str(tmp_path / "t.jsonl"), "--quiet"]) == 2  # no --model

@@ -104,7 +104,8 @@ def _cmd_score(a: argparse.Namespace) -> int:
 
     source = open_source(store=a.store, records=a.records, seed=a.seed) if a.store else open_source(records=a.records)
     out = Path(a.out) if a.out else Path(a.explanations).with_suffix(f".scores.{a.simulator}.jsonl")
-    rows = score_file(source, a.explanations, out, simulator=a.simulator, progress=not a.quiet)
+    llm = {"base_url": a.base_url, "model": a.model, "api_key_env": a.api_key_env, "concurrency": a.concurrency}
+    rows = score_file(source, a.explanations, out, simulator=a.simulator, progress=not a.quiet, llm=llm)
     if rows:
         import numpy as np
 
@@ -171,7 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--store", help="NeuronStore directory")
     src.add_argument("--records", help="directory of OpenAI neuron-explainer NeuronRecord JSON files")
     p.add_argument("--explanations", required=True, help="explanations .jsonl (or .json) file")
-    p.add_argument("--simulator", default="exec", choices=["exec", "embed"])
+    p.add_argument("--simulator", default="exec", choices=["exec", "embed", "llm"])
+    p.add_argument("--base-url", default="http://localhost:8000/v1", help="OpenAI-compatible server (llm simulator)")
+    p.add_argument("--model", default=None, help="model name on that server (llm simulator)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    p.add_argument("--concurrency", type=int, default=8, help="parallel LLM requests")
     p.add_argument("--seed", type=int, default=0, help="seed of the random evidence windows")
     p.add_argument("--out", default=None, help="scores .jsonl (default: beside the explanations); resumes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -80,7 +80,7 @@ def _key(row: dict) -> tuple:
 
 
 def score_file(source: EvidenceSource, explanations: str | Path | list[Explanation], out: str | Path, *,
-               simulator: str = "exec", chunk: int = 32, progress: bool = True) -> list[dict]:
+               simulator: str = "exec", chunk: int = 32, progress: bool = True, llm: dict | None = None) -> list[dict]:
     """Scores every explanation of the file on its neuron's held-out evidence; returns and writes the rows.
 
     Each row: layer, index, method, simulator, summary, score, mode_scores, coverage, mode_coverage,
@@ -109,7 +109,18 @@ def score_file(source: EvidenceSource, explanations: str | Path | list[Explanati
 
         bar = tqdm(total=total, unit="neuron", desc=f"score[{simulator}]", dynamic_ncols=True)
     evaluator = ConditionEvaluator(source.vocab)
-    sim = make_simulator(simulator, source.vocab, evaluator)
+    if simulator == "llm":
+        from ..agents.llm_simulator import BlockingLLMSimulator
+        from ..llm import LLMConfig
+
+        if not llm or not llm.get("model"):
+            raise ConfigError("the llm simulator needs --model (and --base-url for a non-local server)")
+        conf = LLMConfig(base_url=llm.get("base_url") or "http://localhost:8000/v1", model=llm["model"],
+                         api_key_env=llm.get("api_key_env") or "OPENAI_API_KEY",
+                         concurrency=int(llm.get("concurrency") or 8))
+        sim = BlockingLLMSimulator(conf, source.vocab, str(out.with_suffix(".llmcache.sqlite")))
+    else:
+        sim = make_simulator(simulator, source.vocab, evaluator)
     try:
         for layer, per_neuron in sorted(by_layer.items()):
             indices = sorted(per_neuron)
