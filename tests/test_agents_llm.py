@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 
+import numpy as np
 import pytest
 
 from llm_server import Reply, ScriptedServer, chat_body
