@@ -325,6 +325,8 @@ def run_llm_explain(source, neurons: Sequence[tuple[int, int]], out: str | Path,
                     for row in await asyncio.gather(*jobs):
                         rows.append(row)
                     if bar is not None:
+                        tot = client.usage.total
+                        bar.set_postfix(tokens=tot.prompt_tokens + tot.completion_tokens, refresh=False)
                         bar.update(len(evs))
                     write_jsonl(out, rows)
             write_jsonl(out, rows)
