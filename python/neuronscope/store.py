@@ -103,6 +103,7 @@ class NeuronStore:
         self._stats: dict[int, LayerStats] = {}
         self._subject = None
         self._tokenizer = None
+        self._cache: tuple[np.ndarray, dict[int, np.ndarray]] | None = None  # (row of position, {layer: (rows, N)})
 
     def __repr__(self) -> str:
         return (f"NeuronStore({str(self.path)!r}, model={self.model_id!r}, layers={self.layers}, "
@@ -187,14 +188,73 @@ class NeuronStore:
         """Uses an already loaded subject (e.g. a randomly initialised test model)."""
         self._subject = subject
 
+    @cached_property
+    def planted(self) -> np.ndarray | None:
+        """(tokens, N) planted activations of a planted store (see ``eval.planted``), None for a mined one."""
+        info = self.manifest.get("planted")
+        if not info:
+            return None
+        try:
+            return np.load(self.path / info["activations"], mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{self.path}: unreadable planted activations ({e})") from None
+
+    def cache_layers(self, layers: int | list[int], max_bytes: int = 6 << 30) -> bool:
+        """Computes every neuron of ``layers`` at every mined token in one pass and keeps them in memory.
+
+        Afterwards :meth:`activations_at` for these layers is a lookup (agents, probes and evidence then cost
+        no forward pass). Returns False, caching nothing, when ``tokens × neurons × layers × 4`` exceeds
+        ``max_bytes``. A new call replaces the previous cache; :meth:`drop_cache` frees it.
+        """
+        from .models.hooks import layer_activations
+
+        layers = sorted({layers} if isinstance(layers, int) else set(layers))
+        if self.planted is not None:
+            return True  # already a lookup
+        if self._cache is not None and set(layers) <= set(self._cache[1]):
+            return True
+        self.drop_cache()
+        starts, lengths = self.packing.sequences(self.tokens)
+        seqs = np.asarray([s for a, b in self.manifest.get("sequences", [[0, len(starts)]])
+                           for s in range(int(a), int(b))], dtype=np.int64)
+        n_tok = int(lengths[seqs].sum()) if len(seqs) else 0
+        if n_tok * self.n_neurons * len(layers) * 4 > max_bytes:
+            return False
+        row = np.full(self.tokens.n_tokens, -1, dtype=np.int64)
+        mats = {layer: np.zeros((n_tok, self.n_neurons), dtype=np.float32) for layer in layers}
+        subject, pk, filled = self.subject(), self.packing, 0
+        for i in range(0, len(seqs), 16):
+            chunk = seqs[i : i + 16]
+            ids, mask, index, pos = pk.batch(self.tokens, starts[chunk], lengths[chunk])
+            acts = layer_activations(subject, ids.to(subject.device), mask.to(subject.device), layers)
+            for layer in layers:
+                a = acts[layer]
+                flat = a.reshape(-1, a.shape[-1])[index.to(a.device)].float().cpu().numpy()
+                mats[layer][filled : filled + len(flat)] = flat
+            row[pos.numpy()] = np.arange(filled, filled + len(pos))
+            filled += len(pos)
+        self._cache = (row, mats)
+        return True
+
+    def drop_cache(self) -> None:
+        """Frees the cache of :meth:`cache_layers`."""
+        self._cache = None
+
     def activations_at(self, layer: int, neurons: np.ndarray | list[int], positions: np.ndarray | list[int]) -> np.ndarray:
         """Recomputes activations exactly as mined: ``(P,)`` positions × ``(M,)`` neurons → ``(P, M)`` float32.
 
-        Each position is run inside the packed sequence it was mined in.
+        Each position is run inside the packed sequence it was mined in (or read from the layer cache).
         """
         from .models.hooks import layer_activations
 
         positions = np.asarray(positions, dtype=np.int64)
+        if self.planted is not None:
+            self._check(layer, 0)
+            return np.asarray(self.planted[positions][:, np.asarray(neurons, dtype=np.int64)], dtype=np.float32)
+        if self._cache is not None and layer in self._cache[1] and len(positions):
+            rows = self._cache[0][positions]
+            if (rows >= 0).all():
+                return self._cache[1][layer][rows][:, np.asarray(neurons, dtype=np.int64)]
         neurons = torch.as_tensor(np.asarray(neurons, dtype=np.int64))
         pk = self.packing
         starts, lengths = pk.sequences(self.tokens)

@@ -94,10 +94,14 @@ def explain(source: EvidenceSource, neurons: Sequence[tuple[int, int]], out: str
     sim = ExecSimulator(source.vocab, evaluator)
     store = source.store if isinstance(source, StoreSource) else None
     # The layer's activation vectors at each neuron's strongest tokens come with the evidence pass.
-    extra = {"feature_frac": cfg.active_frac} if store is not None and "neuronscope" in methods else {}
+    extra = ({"feature_frac": cfg.active_frac}
+             if store is not None and store.planted is None and "neuronscope" in methods else {})
     by_layer: dict[int, list[int]] = {}
     for layer, i in todo:
         by_layer.setdefault(layer, []).append(i)
+    if store is not None and todo:
+        # One pass over the corpus for every layer involved; evidence, features and probes become lookups.
+        store.cache_layers(sorted(by_layer))
     try:
         for layer, indices in sorted(by_layer.items()):
             for a in range(0, len(indices), chunk):
@@ -115,8 +119,8 @@ def explain(source: EvidenceSource, neurons: Sequence[tuple[int, int]], out: str
                         else:
                             from .feedback import minilm_features, store_features, store_probe
 
-                            feats = (store_features(store, layer, ev.vocab, ev.features) if store
-                                     else minilm_features(ev.vocab))
+                            feats = (store_features(store, layer, ev.vocab, ev.features)
+                                     if store is not None and store.planted is None else minilm_features(ev.vocab))
                             probe = store_probe(store, ev, evaluator) if store else None
                             res = OfflineNeuronScope(ev, evaluator=evaluator, cfg=cfg, features=feats, probe=probe,
                                                      heldout_scorer=heldout_score).run()

@@ -294,6 +294,8 @@ def run_llm_explain(source, neurons: Sequence[tuple[int, int]], out: str | Path,
             by_layer: dict[int, list[int]] = {}
             for layer, i in todo:
                 by_layer.setdefault(layer, []).append(i)
+            if store is not None and todo:
+                store.cache_layers(sorted(by_layer))
             for layer, indices in sorted(by_layer.items()):
                 for a in range(0, len(indices), chunk):
                     extra = {"feature_frac": cfg.active_frac} if store is not None else {}
