@@ -12,6 +12,8 @@ from neuronscope.agents import OfflineConfig, OfflineNeuronScope, single_pass
 from neuronscope.explanations import AllOf, ConditionEvaluator, Mode, PrevTokenIn, TokenIn, TokenRegex, Vocab
 from neuronscope.scoring import ExecSimulator, NeuronEvidence, Window, score_explanations
 
+DIGIT_AFTER_BRACKET = AllOf((TokenRegex(r"^\d+$"), PrevTokenIn(("(", "["), 1)))
+
 
 @pytest.fixture(scope="module")
 def planted():
@@ -26,7 +28,7 @@ def planted():
     vocab = Vocab.from_tokenizer(tok)
     ev = ConditionEvaluator(vocab)
     mode_a = Mode("a", conditions=[TokenIn(("return", "value"))])
-    mode_b = Mode("b", conditions=[AllOf((TokenRegex(r"^\d+$"), PrevTokenIn(("(", "["), 1)))])
+    mode_b = Mode("b", conditions=[DIGIT_AFTER_BRACKET])
     rng = np.random.default_rng(0)
     text = "\n\n".join(topics[k] for k in sorted(topics))
     ids_all = np.asarray(tok(text[:400_000], add_special_tokens=False)["input_ids"], dtype=np.int64)
@@ -64,10 +66,13 @@ def test_offline_loop_recovers_planted_modes(planted):
     assert e.modes[0].conditions == [TokenIn(("return", "value"))]
     assert e.modes[0].strength == pytest.approx(3.0, abs=0.1)
     assert e.modes[1].strength == pytest.approx(1.5, abs=0.1)
-    ctx = e.modes[1].conditions[0]
-    assert isinstance(ctx, AllOf)
-    assert ctx.conditions[0] == TokenRegex(r"^\d+$")
-    assert set(ctx.conditions[1].tokens) <= {"(", "["}
+    # the second mode picks out the digit-after-bracket tokens: IoU ≥ 0.5 with the true mode on held-out windows
+    from neuronscope.scoring import WindowBatch
+
+    held = WindowBatch.build(evidence.heldout)
+    truth = ev.evaluate(DIGIT_AFTER_BRACKET, held.ids, held.seg)[held.scored]
+    found = ev.evaluate_mode(e.modes[1], held.ids, held.seg)[held.scored]
+    assert int((truth & found).sum()) / int((truth | found).sum()) >= 0.5
     roles = [t["role"] for t in res.transcript]
     assert roles[:3] == ["hypothesis", "decomposition", "mode clustering"]
     assert "refinement" in roles

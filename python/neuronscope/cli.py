@@ -1,4 +1,4 @@
-"""The ``neuronscope`` command line: ``mine``, ``info``, ``merge``, ``neuron``, ``explain``, ``score``, ``export``."""
+"""The ``neuronscope`` command line: ``mine``, ``info``, ``merge``, ``neuron``, ``explain``, ``score``, ``export``, ``eval``."""
 
 from __future__ import annotations
 
@@ -151,6 +151,22 @@ def _cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from .eval import evaluate
+
+    llm = None
+    if a.backend == "openai":
+        llm = {"base_url": a.base_url, "model": a.model, "api_key_env": a.api_key_env, "concurrency": a.concurrency}
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    evaluate(a.suite, methods, backend=a.backend, store=a.store, out=a.out, n_real=a.n_real, seed=a.seed,
+             rounds=a.rounds, llm=llm, progress=not a.quiet)
+    from pathlib import Path
+
+    print((Path(a.out) / "eval.md").read_text())
+    print(f"report -> {Path(a.out) / 'eval.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuronscope", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -204,10 +220,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulator", default="exec", choices=["exec", "embed"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory")
+    p = sub.add_parser("eval", help="planted-neuron and real-neuron evaluation of the explainers, side by side")
+    p.add_argument("--suite", default="all", choices=["planted", "real", "all"])
+    p.add_argument("--methods", default="single-pass,neuronscope")
+    p.add_argument("--backend", default="offline", choices=["offline", "openai"])
+    p.add_argument("--base-url", default="http://localhost:8000/v1")
+    p.add_argument("--model", default=None)
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--store", default="runs/minilm", help="base store (mined on the embedded default if missing)")
+    p.add_argument("--n-real", type=int, default=200, help="real neurons sampled across all layers")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/eval")
+    p.add_argument("--quiet", action="store_true")
     return parser
 
 
-COMMANDS = {"export": _cmd_export, "explain": _cmd_explain, "mine": _cmd_mine, "info": _cmd_info, "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score}
+COMMANDS = {"eval": _cmd_eval, "export": _cmd_export, "explain": _cmd_explain, "mine": _cmd_mine, "info": _cmd_info, "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -199,6 +199,11 @@ class NeuronStore:
         except (OSError, ValueError) as e:
             raise StoreError(f"{self.path}: unreadable planted activations ({e})") from None
 
+    @property
+    def feature_layer(self) -> int:
+        """For a planted store, the subject layer whose activation vectors serve as token features."""
+        return int((self.manifest.get("planted") or {}).get("feature_layer", 0))
+
     def cache_layers(self, layers: int | list[int], max_bytes: int = 6 << 30) -> bool:
         """Computes every neuron of ``layers`` at every mined token in one pass and keeps them in memory.
 
@@ -210,7 +215,7 @@ class NeuronStore:
 
         layers = sorted({layers} if isinstance(layers, int) else set(layers))
         if self.planted is not None:
-            return True  # already a lookup
+            layers = [self.feature_layer]  # planted values are a lookup already; cache the model's features
         if self._cache is not None and set(layers) <= set(self._cache[1]):
             return True
         self.drop_cache()
@@ -218,11 +223,12 @@ class NeuronStore:
         seqs = np.asarray([s for a, b in self.manifest.get("sequences", [[0, len(starts)]])
                            for s in range(int(a), int(b))], dtype=np.int64)
         n_tok = int(lengths[seqs].sum()) if len(seqs) else 0
-        if n_tok * self.n_neurons * len(layers) * 4 > max_bytes:
+        subject, pk, filled = self.subject(), self.packing, 0
+        width = subject.n_neurons
+        if n_tok * width * len(layers) * 4 > max_bytes:
             return False
         row = np.full(self.tokens.n_tokens, -1, dtype=np.int64)
-        mats = {layer: np.zeros((n_tok, self.n_neurons), dtype=np.float32) for layer in layers}
-        subject, pk, filled = self.subject(), self.packing, 0
+        mats = {layer: np.zeros((n_tok, width), dtype=np.float32) for layer in layers}
         for i in range(0, len(seqs), 16):
             chunk = seqs[i : i + 16]
             ids, mask, index, pos = pk.batch(self.tokens, starts[chunk], lengths[chunk])
@@ -245,12 +251,19 @@ class NeuronStore:
 
         Each position is run inside the packed sequence it was mined in (or read from the layer cache).
         """
-        from .models.hooks import layer_activations
 
         positions = np.asarray(positions, dtype=np.int64)
         if self.planted is not None:
             self._check(layer, 0)
             return np.asarray(self.planted[positions][:, np.asarray(neurons, dtype=np.int64)], dtype=np.float32)
+        return self.subject_activations_at(layer, neurons, positions)
+
+    def subject_activations_at(self, layer: int, neurons: np.ndarray | list[int],
+                               positions: np.ndarray | list[int]) -> np.ndarray:
+        """The subject model's own activations (also for a planted store, whose ``activations_at`` is planted)."""
+        from .models.hooks import layer_activations
+
+        positions = np.asarray(positions, dtype=np.int64)
         if self._cache is not None and layer in self._cache[1] and len(positions):
             rows = self._cache[0][positions]
             if (rows >= 0).all():

@@ -119,8 +119,8 @@ def explain(source: EvidenceSource, neurons: Sequence[tuple[int, int]], out: str
                         else:
                             from .feedback import minilm_features, store_features, store_probe
 
-                            feats = (store_features(store, layer, ev.vocab, ev.features)
-                                     if store is not None and store.planted is None else minilm_features(ev.vocab))
+                            feats = (store_features(store, layer, ev.vocab, ev.features) if store is not None
+                                     else minilm_features(ev.vocab))
                             probe = store_probe(store, ev, evaluator) if store else None
                             res = OfflineNeuronScope(ev, evaluator=evaluator, cfg=cfg, features=feats, probe=probe,
                                                      heldout_scorer=heldout_score).run()

@@ -40,7 +40,12 @@ def minilm_features(vocab) -> FeatureFn:
 
 
 def store_features(store, layer: int, vocab, known: dict[int, np.ndarray] | None = None) -> FeatureFn:
-    """The layer's activation vectors at the tokens: from ``known`` (kept with the evidence) or recomputed."""
+    """The layer's activation vectors at the tokens: from ``known`` (kept with the evidence) or recomputed.
+
+    For a planted store the subject model's own vectors at its ``feature_layer`` are used.
+    """
+    if store.planted is not None:
+        layer, known = store.feature_layer, {}
     fallback = minilm_features(vocab)
     known = {} if known is None else known
 
@@ -51,7 +56,7 @@ def store_features(store, layer: int, vocab, known: dict[int, np.ndarray] | None
         missing = np.unique([p for p in pos.tolist() if p not in known])
         if len(missing):
             with torch_threads(None):
-                acts = store.activations_at(layer, np.arange(store.n_neurons), missing)
+                acts = store.subject_activations_at(layer, np.arange(store.subject().n_neurons), missing)
             known.update(zip(missing.tolist(), acts, strict=True))
         return np.stack([known[p] for p in pos.tolist()]).astype(np.float32)
 

@@ -75,15 +75,19 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 @dataclass
 class OfflineConfig:
-    active_frac: float = 0.4
+    active_frac: float = 0.2
     """Activating tokens: train activation ≥ this share of the train maximum."""
     min_precision: float = 0.5
     """Keep a condition when its mean activation where it fires ≥ this share of the activating threshold."""
     max_modes: int = 6
-    min_mode_share: float = 0.05
+    min_mode_share: float = 0.01
     """Clusters holding less than this share of the activating mass are merged into their nearest neighbour."""
-    condition_weight: float = 0.7
-    """Weight of the condition-membership block against the embedding block in the clustering features."""
+    condition_weight: float = 0.5
+    """Share of a token's clustering feature taken from the centroids of the conditions it satisfies."""
+    merge_similarity: float = 0.6
+    cluster_distance: float | None = 0.7
+    """Average-linkage cut (cosine distance) for grouping components; None = best-silhouette automatic cut."""
+    """Two modes may be merged for parsimony only if their activating tokens' centroids have this cosine."""
     rounds: int = 4
     probes_per_mode: int = 6
     probe_rounds: int = 2
@@ -91,7 +95,7 @@ class OfflineConfig:
     prune_frac: float = 0.3
     """False positive: a token of a set whose own mean activation is below this share of the mode's strength."""
     single_pass_tokens: int = 12
-    parsimony: float = 0.003
+    parsimony: float = 0.001
     """A proposal with fewer modes is accepted if it loses at most this much train score."""
 
 
@@ -213,8 +217,8 @@ def _cluster(features: np.ndarray, weights: np.ndarray, cfg: OfflineConfig) -> n
     n = len(features)
     if n < 3:
         return np.zeros(n, dtype=np.int64)
-    res = cluster.hierarchical(np.ascontiguousarray(features, dtype=np.float32), metric="cosine",
-                               max_clusters=cfg.max_modes)
+    kw = {"threshold": cfg.cluster_distance} if cfg.cluster_distance is not None else {"max_clusters": cfg.max_modes}
+    res = cluster.hierarchical(np.ascontiguousarray(features, dtype=np.float32), metric="cosine", **kw)
     labels = res.labels.astype(np.int64)
     # Minimum mode size: tiny clusters (often one outlier) join the nearest big cluster.
     while True:
@@ -297,7 +301,11 @@ class OfflineNeuronScope:
         cands = _candidates(ws, active)
         sc = score_conditions(ws.ev, cands, ws.batch, positives=active)
         ok = np.flatnonzero((sc.focus_hits > 0) & (sc.mean_act >= self.cfg.min_precision * ws.threshold) & (sc.r > 0))
-        ok = ok[np.argsort(-sc.r[ok], kind="stable")]
+        # Specific before general: the tokens themselves, then their contexts, then shapes (a shape such as
+        # "punctuation" would otherwise swallow two unrelated modes, "." and "(", into one component;
+        # refinement generalises a token set to a shape when that scores better).
+        tier = np.asarray([0 if isinstance(c, TokenIn) else 1 if isinstance(c, PrevTokenIn) else 2 for c in cands])
+        ok = ok[np.lexsort((-sc.r[ok], tier[ok]))]
         masks = ws.ev.evaluate_many([cands[i] for i in ok], ws.batch.ids, ws.batch.seg)[:, ws.batch.scored]
         covered = torch.zeros_like(active)
         kept, kept_r = [], []
@@ -313,33 +321,36 @@ class OfflineNeuronScope:
         return kept, np.asarray(kept_r)
 
     def cluster_modes(self, active: torch.Tensor, kept: list[Condition]) -> list[Mode]:
+        """Groups the atomic components into modes with the C++ core (average linkage, automatic cut).
+
+        Each activating token carries its contextual vector; each component is represented by the
+        centroid of the activating tokens it covers (weighted by activation), so components cluster by
+        what the tokens they pick out mean in context. Without features, every component is its own
+        candidate mode and refinement merges.
+        """
         ws = self.ws
         if not kept:
             return []
         member = ws.ev.evaluate_many(kept, ws.batch.ids, ws.batch.seg)[:, ws.batch.scored][:, active].T.numpy()
-        member = member.astype(np.float32)  # (n_active, K)
+        member = member.astype(np.float64)  # (n_active, K)
         weights = ws.batch.acts[active].numpy().astype(np.float64)
-        blocks = []
-        if self.features is not None:
-            emb = self.features(ws.batch, active)
+        mass = (member * np.maximum(weights, 1e-6)[:, None]).sum(0)  # (K,)
+        self._centroid_source = None
+        if self.features is not None and len(kept) >= 2:
+            emb = self.features(ws.batch, active).astype(np.float64)
             emb = emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
-            blocks.append(emb)
-        cond = member / (np.linalg.norm(member, axis=1, keepdims=True) + 1e-12)
-        blocks.append(self.cfg.condition_weight * cond)
-        feats = np.concatenate(blocks, axis=1)
-        labels = _cluster(feats, np.maximum(weights, 1e-6), self.cfg)
+            self._centroid_source = (emb, member)
+            w = member * np.maximum(weights, 1e-6)[:, None]
+            cent = (w.T @ emb) / np.maximum(w.sum(0), 1e-12)[:, None]
+            cent /= np.linalg.norm(cent, axis=1, keepdims=True) + 1e-12
+            labels = _cluster(cent, np.maximum(mass, 1e-6), self.cfg)
+        else:
+            labels = np.arange(len(kept))
         n_modes = int(labels.max()) + 1 if len(labels) else 0
-        # Each condition goes to the mode whose activating tokens it covers most (weighted by activation).
-        cover = np.stack([(member[labels == m] * weights[labels == m, None]).sum(0) for m in range(n_modes)])
-        owner = cover.argmax(0)
-        modes = []
-        for m in range(n_modes):
-            conds = [c for c, o, tot in zip(kept, owner, cover.sum(0), strict=True) if o == m and tot > 0]
-            if conds:
-                modes.append(_build_mode(ws, conds))
-        modes = [m for m in modes if m.strength > 0]
-        self.log("mode clustering", n_active=len(labels), clusters=n_modes, modes=len(modes),
-                 features="embeddings+conditions" if self.features is not None else "conditions")
+        modes = [_build_mode(ws, [c for c, lab in zip(kept, labels, strict=True) if lab == m]) for m in range(n_modes)]
+        modes = [m for m in modes if m.conditions and m.strength > 0]
+        self.log("mode clustering", n_active=int(active.sum()), components=len(kept), clusters=n_modes,
+                 modes=len(modes), features="contextual vectors" if self.features is not None else "none")
         return modes
 
     # -- refinement ----------------------------------------------------------------------------
@@ -365,6 +376,28 @@ class OfflineNeuronScope:
                 lo = [a for a, v in zip(atoms, means, strict=True) if v <= cut]
                 if hi and lo:
                     props.append((f"split mode {mi} by strength", [*modes[:mi], _build_mode(ws, hi), _build_mode(ws, lo), *modes[mi + 1:]]))
+        # Generalisation: most tokens of a mode's set share a shape → the shape itself (unseen members too).
+        for mi, m in enumerate(modes):
+            sets = [c for c in m.conditions if isinstance(c, TokenIn)]
+            if not sets:
+                continue
+            toks = sets[0].tokens
+            for shape in SHAPE_REGEXES:
+                ids = set(ws.ev.vocab_ids(shape).tolist())
+                inside = [t for t in toks if set(ws.vocab.ids_in([t]).tolist()) & ids]
+                if len(inside) >= max(2, 0.6 * len(toks)):
+                    rest = [c for c in _atoms(m) if not (isinstance(c, TokenIn) and c.tokens[0] in inside)]
+                    props.append((f"generalise mode {mi} to {shape.describe()}",
+                                  [*modes[:mi], _build_mode(ws, [*rest, shape]), *modes[mi + 1:]]))
+                    # ... or to the shape in the contexts the set's activating tokens were seen in.
+                    hit = ws.fires(Mode("", conditions=[TokenIn(tuple(inside))])) & active
+                    prev, valid = shifted(ws.batch.ids, ws.batch.seg, 1)
+                    keys = sorted({_key_piece(ws.vocab, i) for i in prev[ws.batch.scored][hit & valid[ws.batch.scored]]
+                                   .tolist()} - {""})
+                    if keys and len(keys) <= 12:
+                        ctx = AllOf((shape, PrevTokenIn(tuple(keys), 1)))
+                        props.append((f"generalise mode {mi} to {ctx.describe()}",
+                                      [*modes[:mi], _build_mode(ws, [*rest, ctx]), *modes[mi + 1:]]))
         # Context: an imprecise token condition (it fires far more weakly on average than on the activating
         # tokens it covers) becomes "this token right after one of the tokens seen before it when active".
         prev, valid = shifted(ws.batch.ids, ws.batch.seg, 1)
@@ -417,6 +450,22 @@ class OfflineNeuronScope:
                                       [*modes[:mi], _build_mode(ws, [*_atoms(modes[mi]), c]), *modes[mi + 1:]]))
         return props
 
+    def _similar(self, a: Mode, b: Mode, active: torch.Tensor) -> bool:
+        """Whether two modes' activating tokens (from the clustering step) have close feature centroids."""
+        src = getattr(self, "_centroid_source", None)
+        if src is None:
+            return True
+        emb, _ = src
+        n = emb.shape[0]
+        act0 = self._active0
+        fa = self.ws.fires(a)[: act0.shape[0]][act0].numpy()[:n]
+        fb = self.ws.fires(b)[: act0.shape[0]][act0].numpy()[:n]
+        if not fa.any() or not fb.any():
+            return True
+        ca, cb = emb[fa].mean(0), emb[fb].mean(0)
+        cos = float(ca @ cb / (np.linalg.norm(ca) * np.linalg.norm(cb) + 1e-12))
+        return cos >= self.cfg.merge_similarity
+
     def _probe(self, modes: list[Mode], rnd: int) -> int:
         if self.probe is None or rnd > self.cfg.probe_rounds or not modes:
             return 0
@@ -438,6 +487,7 @@ class OfflineNeuronScope:
         t0 = time.monotonic()
         ev = self.ws.evidence
         active = self.hypothesis()
+        self._active0 = active.clone()
         kept, _ = self.decompose(active)
         modes = self.cluster_modes(active, kept)
         best = self.ws.score(modes)

@@ -47,7 +47,7 @@ CONCEPTS: dict[str, Condition] = {
     "negation": TokenIn(("not", "no", "never", "none", "neither", "nor", "cannot")),
     "ordinals": TokenIn(("first", "second", "third", "last", "next", "previous", "final")),
     "operators": TokenIn(("+", "-", "*", "/", "%", "=", "<", ">")),
-    "capitalised words": TokenRegex(r"^[A-Z][a-z]+$", case_sensitive=True),
+    "module names": TokenIn(("os", "sys", "math", "json", "re", "string", "io", "socket")),
     "-ing words": TokenRegex(r"[a-z]ing$"),
     "punctuation": TokenIn((".", ",", ";", ":")),
     "pronouns": TokenIn(("it", "they", "this", "these", "those", "its", "their")),
@@ -207,8 +207,9 @@ def build_planted_store(base: str | Path | NeuronStore, out: str | Path, neurons
     manifest = {k: v for k, v in base.manifest.items() if k != "format"}
     manifest.update(layers=[0], n_neurons=len(neurons), n_layers_model=1, mining=cfg.to_dict(),
                     token_store=str((base.path / base.manifest.get("token_store", "tokens")).resolve()),
-                    sequences=base.manifest.get("sequences"), tokens_seen=int(len(acts)),
-                    planted={"activations": "planted_activations.npy", "ground_truth": "ground_truth.json"})
+                    sequences=base.manifest.get("sequences"), tokens_seen=len(acts),
+                    planted={"activations": "planted_activations.npy", "ground_truth": "ground_truth.json",
+                             "feature_layer": int(base.manifest.get("n_layers_model", 2)) // 2})
     write_manifest(out, manifest)
     return open_store(out)
 
