@@ -80,7 +80,7 @@ class OfflineConfig:
     min_precision: float = 0.5
     """Keep a condition when its mean activation where it fires ≥ this share of the activating threshold."""
     max_modes: int = 6
-    min_mode_share: float = 0.01
+    min_mode_share: float = 0.02
     """Clusters holding less than this share of the activating mass are merged into their nearest neighbour."""
     condition_weight: float = 0.5
     """Share of a token's clustering feature taken from the centroids of the conditions it satisfies."""
@@ -217,8 +217,13 @@ def _cluster(features: np.ndarray, weights: np.ndarray, cfg: OfflineConfig) -> n
     n = len(features)
     if n < 3:
         return np.zeros(n, dtype=np.int64)
-    kw = {"threshold": cfg.cluster_distance} if cfg.cluster_distance is not None else {"max_clusters": cfg.max_modes}
-    res = cluster.hierarchical(np.ascontiguousarray(features, dtype=np.float32), metric="cosine", **kw)
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    if cfg.cluster_distance is not None:
+        res = cluster.hierarchical(x, metric="cosine", threshold=cfg.cluster_distance)
+        if int(res.n_clusters[0]) > cfg.max_modes:  # at most max_modes modes: cut the same tree higher
+            res = cluster.cut(res, n_clusters=cfg.max_modes)
+    else:
+        res = cluster.hierarchical(x, metric="cosine", max_clusters=cfg.max_modes)
     labels = res.labels.astype(np.int64)
     # Minimum mode size: tiny clusters (often one outlier) join the nearest big cluster.
     while True:

@@ -232,14 +232,24 @@ def _run_batches(subject, tokens, pk, starts, lengths, per_batch, batches, layer
     last_ckpt = time.monotonic()
     t0 = time.monotonic()
     done = 0
+    if backend_name == "triton":
+        # The gated MLPs run the fused activation + mining kernel; other layers are mined from a hook.
+        from ..models.fused import fused_mining
+
+        mining = fused_mining(subject, layers, dev_stats, cfg, backend="triton", stop_after_deepest=True)
+    else:
+        mining = neuron_hooks(subject, layers, on_layer)
+    extra = {"use_cache": False} if subject.spec.kind != "bert" else {}  # no KV cache built per batch
     try:
-        with neuron_hooks(subject, layers, on_layer):
+        with mining as fm:
             for b in batches:
                 sl = slice(b * per_batch, (b + 1) * per_batch)
                 ids, mask, index, positions = pk.batch(tokens, starts[sl], lengths[sl])
                 ctx["index"], ctx["positions"] = index.to(device), positions.to(device)
+                if fm is not None:
+                    fm.set_batch(ctx["index"], ctx["positions"])
                 with contextlib.suppress(_StopForward):
-                    subject.model(input_ids=ids.to(device), attention_mask=mask.to(device))
+                    subject.model(input_ids=ids.to(device), attention_mask=mask.to(device), **extra)
                 done += 1
                 if bar is not None:
                     bar.update(int(lengths[sl].sum()))
