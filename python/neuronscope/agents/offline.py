@@ -85,7 +85,7 @@ class OfflineConfig:
     condition_weight: float = 0.5
     """Share of a token's clustering feature taken from the centroids of the conditions it satisfies."""
     merge_similarity: float = 0.6
-    cluster_distance: float | None = 0.7
+    cluster_distance: float | None = 0.6
     """Average-linkage cut (cosine distance) for grouping components; None = best-silhouette automatic cut."""
     """Two modes may be merged for parsimony only if their activating tokens' centroids have this cosine."""
     rounds: int = 4
@@ -343,6 +343,9 @@ class OfflineNeuronScope:
         self._centroid_source = None
         if self.features is not None and len(kept) >= 2:
             emb = self.features(ws.batch, active).astype(np.float64)
+            # Contextual vectors share a large common direction (anisotropy), which makes every centroid look
+            # alike; centring on the neuron's random-window tokens (the typical token) removes it.
+            emb = emb - self._baseline(emb)
             emb = emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
             self._centroid_source = (emb, member)
             w = member * np.maximum(weights, 1e-6)[:, None]
@@ -455,6 +458,20 @@ class OfflineNeuronScope:
                                       [*modes[:mi], _build_mode(ws, [*_atoms(modes[mi]), c]), *modes[mi + 1:]]))
         return props
 
+    def _baseline(self, emb: np.ndarray) -> np.ndarray:
+        """(D,) the mean contextual vector of ordinary tokens (random windows), else of the activating ones."""
+        ws = self.ws
+        rand = ws.batch.kind_mask("random")
+        if self.features is not None and int(rand.sum()) >= 8:
+            idx = torch.nonzero(rand).squeeze(1)[:256]
+            mask = torch.zeros_like(rand)
+            mask[idx] = True
+            try:
+                return self.features(ws.batch, mask).astype(np.float64).mean(0)
+            except Exception:  # a feature source that cannot embed these tokens: fall back
+                pass
+        return emb.mean(0)
+
     def _similar(self, a: Mode, b: Mode, active: torch.Tensor) -> bool:
         """Whether two modes' activating tokens (from the clustering step) have close feature centroids."""
         src = getattr(self, "_centroid_source", None)
@@ -466,7 +483,7 @@ class OfflineNeuronScope:
         fa = self.ws.fires(a)[: act0.shape[0]][act0].numpy()[:n]
         fb = self.ws.fires(b)[: act0.shape[0]][act0].numpy()[:n]
         if not fa.any() or not fb.any():
-            return True
+            return False  # no evidence that they mean the same thing: keep them apart
         ca, cb = emb[fa].mean(0), emb[fb].mean(0)
         cos = float(ca @ cb / (np.linalg.norm(ca) * np.linalg.norm(cb) + 1e-12))
         return cos >= self.cfg.merge_similarity
