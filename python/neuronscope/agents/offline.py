@@ -84,10 +84,11 @@ class OfflineConfig:
     """Clusters holding less than this share of the activating mass are merged into their nearest neighbour."""
     condition_weight: float = 0.5
     """Share of a token's clustering feature taken from the centroids of the conditions it satisfies."""
-    merge_similarity: float = 0.6
+    merge_similarity: float = 0.1
+    """Two modes may be merged for parsimony only if the centred centroids of their activating tokens
+    have at least this cosine (different concepts are near-orthogonal once the common direction is gone)."""
     cluster_distance: float | None = 0.6
     """Average-linkage cut (cosine distance) for grouping components; None = best-silhouette automatic cut."""
-    """Two modes may be merged for parsimony only if their activating tokens' centroids have this cosine."""
     rounds: int = 4
     probes_per_mode: int = 6
     probe_rounds: int = 2
@@ -433,6 +434,8 @@ class OfflineNeuronScope:
             order = np.argsort([m.strength for m in modes])
             for a, b in itertools.pairwise(order):
                 lo, hi = sorted((int(a), int(b)))
+                if not self._similar(modes[lo], modes[hi], active):
+                    continue  # different meanings stay apart even when their strengths are alike
                 merged = _build_mode(ws, _atoms(modes[lo]) + _atoms(modes[hi]))
                 props.append((f"merge modes {lo} and {hi}",
                               [m for k, m in enumerate(modes) if k not in (lo, hi)] + [merged]))
