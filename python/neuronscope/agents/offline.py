@@ -82,8 +82,6 @@ class OfflineConfig:
     max_modes: int = 6
     min_mode_share: float = 0.02
     """Clusters holding less than this share of the activating mass are merged into their nearest neighbour."""
-    condition_weight: float = 0.5
-    """Share of a token's clustering feature taken from the centroids of the conditions it satisfies."""
     merge_similarity: float = 0.1
     """Two modes may be merged for parsimony only if the centred centroids of their activating tokens
     have at least this cosine (different concepts are near-orthogonal once the common direction is gone)."""
