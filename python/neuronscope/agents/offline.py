@@ -527,6 +527,8 @@ class OfflineNeuronScope:
                 improved = False
                 scored = []
                 for why, ms in self._proposals(modes, kept, active):
+                    if len(ms) > self.cfg.max_modes and len(ms) > len(modes):
+                        continue  # at most max_modes modes: more would be strength levels, not meanings
                     sc = self.ws.score(ms)
                     # Fewer modes win ties within the parsimony tolerance (one mode per real concept).
                     bonus = self.cfg.parsimony if len(ms) < len(modes) else 0.0
