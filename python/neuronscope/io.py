@@ -14,21 +14,25 @@ import torch
 from safetensors.torch import save_file
 
 
-def write_json(path: str | Path, obj: object) -> None:
-    """Writes JSON to ``path`` atomically (temp file in the same directory, fsync, rename)."""
+def write_text(path: str | Path, text: str) -> None:
+    """Writes UTF-8 text to ``path`` atomically (temp file in the same directory, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | Path, obj: object) -> None:
+    """Writes JSON to ``path`` atomically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

@@ -141,6 +141,11 @@ class NeuronStore:
             raise StoreError(f"{self.path}: token store fingerprint differs from the manifest's")
         return ts
 
+    @cached_property
+    def sequences(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(starts, lengths)`` of the packed sequences (computed once; every recomputation reads them)."""
+        return self.packing.sequences(self.tokens)
+
     def stats(self, layer: int) -> LayerStats:
         """All statistics of one layer (loaded once, then cached)."""
         if layer not in self.layers:
@@ -219,7 +224,7 @@ class NeuronStore:
         if self._cache is not None and set(layers) <= set(self._cache[1]):
             return True
         self.drop_cache()
-        starts, lengths = self.packing.sequences(self.tokens)
+        starts, lengths = self.sequences
         seqs = np.asarray([s for a, b in self.manifest.get("sequences", [[0, len(starts)]])
                            for s in range(int(a), int(b))], dtype=np.int64)
         n_tok = int(lengths[seqs].sum()) if len(seqs) else 0
@@ -270,7 +275,7 @@ class NeuronStore:
                 return self._cache[1][layer][rows][:, np.asarray(neurons, dtype=np.int64)]
         neurons = torch.as_tensor(np.asarray(neurons, dtype=np.int64))
         pk = self.packing
-        starts, lengths = pk.sequences(self.tokens)
+        starts, lengths = self.sequences
         seq = np.searchsorted(starts, positions, side="right") - 1
         out = np.zeros((len(positions), len(neurons)), dtype=np.float32)
         subject = self.subject()

@@ -8,16 +8,15 @@ atomically after every chunk of neurons; a rerun skips the (layer, index, method
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError
 from ..explanations.conditions import ConditionEvaluator
-from ..explanations.files import write_jsonl
+from ..explanations.files import read_jsonl, write_jsonl
 from ..scoring.evidence import WindowBatch
 from ..scoring.run import EvidenceSource, StoreSource
 from ..scoring.score import ScoreResult, score_batch
@@ -152,15 +151,4 @@ def _score_row(res, held: WindowBatch, evaluator: ConditionEvaluator, ev, method
 
 
 def _read_rows(out: Path) -> list[dict]:
-    if not out.exists():
-        return []
-    rows = []
-    for n, line in enumerate(out.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise StoreError(f"{out}:{n} is not JSON; remove the file or choose another --out to start over") from None
-        rows.append(row)
-    return rows
+    return read_jsonl(out, "an explanations file")

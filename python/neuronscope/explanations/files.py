@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import ExplanationError
+from ..errors import ExplanationError, StoreError
+from ..io import write_text
 from .model import Explanation
 
 
@@ -51,17 +50,22 @@ def write_explanations(path: str | Path, explanations: Iterable[Explanation]) ->
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    """Writes dicts as JSON Lines atomically (temp file in the same directory, fsync, rename)."""
+    """Writes dicts as JSON Lines atomically."""
+    write_text(path, "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows))
+
+
+def read_jsonl(path: str | Path, what: str = "JSON Lines") -> list[dict]:
+    """The rows of a JSON Lines output file ([] when it does not exist yet); a corrupt line is a StoreError
+    naming the file and line, so a resumed run never overwrites a file it cannot read."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if not path.exists():
+        return []
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise StoreError(f"{path}:{n} is not {what}; remove the file or choose another --out") from None
+    return rows

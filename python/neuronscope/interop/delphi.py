@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ import numpy as np
 from ..errors import ConfigError, ExplanationError
 from ..explanations.model import Explanation
 from ..explanations.vocab import Vocab
+from ..io import write_text
 from ..scoring.evidence import WindowBatch
 from ..scoring.score import ScoreResult
 from ..scoring.simulate import Simulation
@@ -44,21 +43,6 @@ _LATENT = re.compile(r"(?P<module>.+)_latent(?P<index>[0-9]+)\.txt")
 def latent_name(layer: int, index: int, module: str = DEFAULT_MODULE) -> str:
     """delphi's name of a latent, e.g. ``layers.3.mlp_latent7`` (``module`` may use ``{layer}``)."""
     return f"{module.format(layer=layer)}_latent{index}"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes UTF-8 text through a temp file in the same directory, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _finite(x: float) -> float | None:
@@ -100,7 +84,7 @@ def export_delphi(out_dir: str | Path, explanations: Sequence[Explanation],
     for i, e in enumerate(explanations):
         name = latent_name(e.layer, e.index, module)
         path = out / "explanations" / f"{name}.txt"
-        write_text_atomic(path, json.dumps(e.summary, ensure_ascii=False))
+        write_text(path, json.dumps(e.summary, ensure_ascii=False))
         written.append(path)
         if results is None:
             continue
@@ -114,7 +98,7 @@ def export_delphi(out_dir: str | Path, explanations: Sequence[Explanation],
             body = {"score": _finite(res.score), "mode_scores": [_finite(s) for s in res.mode_scores],
                     "coverage": _finite(res.coverage), "mode_coverage": [_finite(c) for c in res.mode_coverage]}
         path = out / "scores" / res.simulator / f"{name}.txt"
-        write_text_atomic(path, json.dumps(body, ensure_ascii=False, allow_nan=False))
+        write_text(path, json.dumps(body, ensure_ascii=False, allow_nan=False))
         written.append(path)
     return written
 

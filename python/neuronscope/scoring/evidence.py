@@ -155,7 +155,7 @@ def _mix(seed: int, layer: int, index: int, stream: int) -> np.random.Generator:
 
 def covered_positions(store) -> tuple[np.ndarray, np.ndarray]:
     """``(lo, hi)`` int64 arrays: the global token ranges the store's mining covered (its sequences)."""
-    starts, lengths = store.packing.sequences(store.tokens)
+    starts, lengths = store.sequences
     lo, hi = [], []
     for a, b in store.manifest.get("sequences", [[0, len(starts)]]):
         for s in range(int(a), int(b)):

@@ -7,7 +7,6 @@ most one chunk.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Protocol
 
 from ..errors import ConfigError, StoreError
 from ..explanations.conditions import ConditionEvaluator
-from ..explanations.files import read_explanations, write_jsonl
+from ..explanations.files import read_explanations, read_jsonl, write_jsonl
 from ..explanations.model import Explanation
 from ..explanations.vocab import Vocab
 from .evidence import NeuronEvidence, store_evidence
@@ -88,12 +87,7 @@ def score_file(source: EvidenceSource, explanations: str | Path | list[Explanati
     """
     exps = read_explanations(explanations) if not isinstance(explanations, list) else explanations
     out = Path(out)
-    rows: list[dict] = []
-    if out.exists():
-        try:
-            rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-        except json.JSONDecodeError:
-            raise StoreError(f"{out} exists but is not a scores JSONL file; remove it or choose another --out") from None
+    rows = read_jsonl(out, "a scores JSONL file")
     done = {_key(r) for r in rows}
     has = getattr(source, "has", None)
     by_layer: dict[int, dict[int, list[Explanation]]] = defaultdict(lambda: defaultdict(list))
