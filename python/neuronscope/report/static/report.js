@@ -1,0 +1,165 @@
+// The index table of a neuronscope report: built from the page's inline JSON block, then sorted and
+// filtered in place. Every string in that block comes from a corpus or an LLM, so it is only ever
+// inserted as text (textContent / createTextNode), never parsed as HTML.
+"use strict";
+
+(function () {
+  const dataEl = document.getElementById("data");
+  const table = document.getElementById("neuron-table");
+  if (!dataEl || !table) return; // neuron pages carry no table
+  const rows = JSON.parse(dataEl.textContent).rows;
+  const tbody = table.tBodies[0];
+  const search = document.getElementById("search");
+  const layerFilter = document.getElementById("layer-filter");
+  const polyOnly = document.getElementById("poly-only");
+  const minScore = document.getElementById("min-score");
+  const shownCount = document.getElementById("shown-count");
+
+  function fixed(x, digits) {
+    return x === null || x === undefined ? "—" : x.toFixed(digits);
+  }
+
+  function cell(tr, text, cls) {
+    const td = document.createElement("td");
+    if (cls) td.className = cls;
+    td.textContent = text;
+    tr.appendChild(td);
+    return td;
+  }
+
+  function buildRow(r) {
+    const tr = document.createElement("tr");
+    tr.className = "neuron-row";
+    tr.dataset.layer = String(r.layer);
+    tr.dataset.index = String(r.index);
+    tr.dataset.href = r.href;
+    cell(tr, String(r.layer), "num");
+    const link = document.createElement("a");
+    link.href = r.href;
+    link.textContent = "N" + r.index;
+    cell(tr, "", "num").appendChild(link);
+    cell(tr, r.n_modes === null ? "—" : String(r.n_modes), "num" + (r.n_modes > 1 ? " poly" : ""));
+    cell(tr, fixed(r.score, 2), "num");
+    cell(tr, fixed(r.baseline, 2), "num muted");
+    const delta = cell(tr, r.delta === null ? "—" : (r.delta > 0 ? "+" : "") + r.delta.toFixed(2), "num");
+    if (r.delta !== null) delta.classList.add(r.delta > 0.005 ? "up" : r.delta < -0.005 ? "down" : "flat");
+    const desc = cell(tr, "", "desc");
+    for (const label of r.labels) {
+      const chip = document.createElement("span");
+      chip.className = "label";
+      chip.textContent = label;
+      desc.appendChild(chip);
+    }
+    const text = document.createElement("span");
+    text.className = "desc-text";
+    text.textContent = r.description || (r.labels.length ? "" : "—");
+    text.title = r.description;
+    desc.appendChild(text);
+    return tr;
+  }
+
+  // Rows keep their input position as the last sort key, so equal values never shuffle.
+  const items = rows.map(function (r, order) {
+    const hay = [r.layer + ":" + r.index, "l" + r.layer + ":n" + r.index, "l" + r.layer + "_n" + r.index,
+      r.description].concat(r.labels).join("\n").toLowerCase();
+    return { r: r, order: order, hay: hay, el: buildRow(r) };
+  });
+  const empty = document.createElement("tr");
+  const emptyCell = cell(empty, "No neuron matches the filters.", "muted");
+  emptyCell.colSpan = table.tHead.rows[0].cells.length;
+
+  let sortKey = null;
+  let sortDir = 1;
+
+  function sortValue(item, key) {
+    const v = key === "description" ? (item.r.labels.join(" ") + " " + item.r.description).trim() : item.r[key];
+    return v === null || v === undefined || v === "" ? null : v;
+  }
+
+  function compare(a, b) {
+    if (sortKey !== null) {
+      const va = sortValue(a, sortKey);
+      const vb = sortValue(b, sortKey);
+      // Missing values go last in both directions: they are not "smallest".
+      if (va === null || vb === null) {
+        if (va !== vb) return va === null ? 1 : -1;
+      } else if (va !== vb) {
+        const c = typeof va === "number" ? va - vb : String(va).localeCompare(String(vb));
+        if (c !== 0) return sortDir * c;
+      }
+    }
+    return a.order - b.order;
+  }
+
+  // A model has tens of thousands of neurons; laying out a table that long takes seconds, so only the
+  // first `limit` matching rows are in the DOM and "Show more" raises the limit.
+  const PAGE = 500;
+  let limit = PAGE;
+  const more = document.getElementById("show-more");
+
+  function render() {
+    const needle = search.value.trim().toLowerCase();
+    const layer = layerFilter.value;
+    const poly = polyOnly.checked;
+    const min = minScore.value === "" ? null : Number(minScore.value);
+    const matched = items.filter(function (item) {
+      const r = item.r;
+      return (needle === "" || item.hay.includes(needle)) &&
+        (layer === "" || String(r.layer) === layer) &&
+        (!poly || (r.n_modes !== null && r.n_modes >= 2)) &&
+        (min === null || !Number.isFinite(min) || (r.score !== null && r.score >= min));
+    });
+    matched.sort(compare);
+    const frag = document.createDocumentFragment();
+    for (const item of matched.slice(0, limit)) frag.appendChild(item.el);
+    if (matched.length === 0) frag.appendChild(empty);
+    tbody.replaceChildren(frag);
+    const listed = Math.min(limit, matched.length);
+    shownCount.textContent = matched.length + " of " + items.length + " neurons shown" +
+      (listed < matched.length ? " (first " + listed + " listed)" : "");
+    more.hidden = listed >= matched.length;
+    more.textContent = "Show " + Math.min(PAGE, matched.length - listed) + " more";
+  }
+
+  function rerender() {
+    limit = PAGE;
+    render();
+  }
+
+  for (const th of table.tHead.rows[0].cells) {
+    th.addEventListener("click", function () {
+      const key = th.dataset.sort;
+      // First click: numbers largest first, text A→Z; a second click flips the order.
+      sortDir = key === sortKey ? -sortDir : th.dataset.type === "num" ? -1 : 1;
+      sortKey = key;
+      for (const other of table.tHead.rows[0].cells) other.removeAttribute("aria-sort");
+      th.setAttribute("aria-sort", sortDir > 0 ? "ascending" : "descending");
+      rerender();
+    });
+  }
+
+  tbody.addEventListener("click", function (ev) {
+    const tr = ev.target.closest("tr.neuron-row");
+    if (!tr || ev.target.closest("a") || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
+    if (window.getSelection().toString()) return; // the reader is selecting text, not navigating
+    window.location.href = tr.dataset.href;
+  });
+
+  more.addEventListener("click", function () {
+    limit += PAGE;
+    render();
+  });
+  search.addEventListener("input", rerender);
+  minScore.addEventListener("input", rerender);
+  layerFilter.addEventListener("change", rerender);
+  polyOnly.addEventListener("change", rerender);
+  document.addEventListener("keydown", function (ev) {
+    const tag = document.activeElement ? document.activeElement.tagName : "";
+    if (ev.key === "/" && tag !== "INPUT" && tag !== "SELECT" && tag !== "TEXTAREA") {
+      ev.preventDefault();
+      search.focus();
+    }
+  });
+  // The browser restores the filter inputs on back navigation before this script runs: honour them.
+  render();
+})();
