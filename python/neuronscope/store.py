@@ -276,7 +276,8 @@ class NeuronStore:
         if self._cache is not None and layer in self._cache[1] and len(positions):
             rows = self._cache[0][positions]
             if (rows >= 0).all():
-                return self._cache[1][layer][rows][:, np.asarray(neurons, dtype=np.int64)]
+                # Gather only the asked columns: rows × all neurons first would copy (P, N) to keep (P, M).
+                return self._cache[1][layer][np.ix_(rows, np.asarray(neurons, dtype=np.int64))]
         neurons = torch.as_tensor(np.asarray(neurons, dtype=np.int64))
         pk = self.packing
         starts, lengths = self.sequences

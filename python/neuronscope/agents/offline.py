@@ -388,6 +388,14 @@ class OfflineNeuronScope:
                     lo = [a for a, v in zip(atoms, means, strict=True) if v <= cut]
                     props.append((f"split mode {mi} by strength",
                                   [*modes[:mi], _build_mode(ws, hi), _build_mode(ws, lo), *modes[mi + 1:]]))
+            # ... and at the median, when the strongest atoms are far above the typical one (graded strengths).
+            if len(atoms) >= 2 and means.max() > 1.6 * max(float(np.median(means)), 1e-9):
+                cut = float(np.median(means))
+                hi = [a for a, v in zip(atoms, means, strict=True) if v > cut]
+                lo = [a for a, v in zip(atoms, means, strict=True) if v <= cut]
+                if hi and lo:
+                    props.append((f"split mode {mi} by strength at the median",
+                                  [*modes[:mi], _build_mode(ws, hi), _build_mode(ws, lo), *modes[mi + 1:]]))
         # Generalisation: most tokens of a mode's set share a shape → the shape itself (unseen members too).
         for mi, m in enumerate(modes):
             sets = [c for c in m.conditions if isinstance(c, TokenIn)]
