@@ -180,7 +180,9 @@ def _cmd_run(a: argparse.Namespace) -> int:
                     dtype=a.dtype, backend=a.backend, sample=a.sample, polysemantic=a.polysemantic, seed=a.seed,
                     methods=tuple(m.strip() for m in a.method.split(",") if m.strip()),
                     explain_backend=a.explain_backend, rounds=a.rounds, llm=llm)
-    run(a.out, cfg, quiet=a.quiet)
+    res = run(a.out, cfg, quiet=a.quiet)
+    if a.quiet:  # the one line a quiet run still owes its user
+        print(f"report -> {res.report.resolve().as_uri()}")
     return 0
 
 
