@@ -11,6 +11,7 @@ import pydoc_data.topics as topics
 
 import numpy as np
 import pytest
+import torch
 
 from neuronscope.errors import ConfigError
 from neuronscope.pipeline import RunConfig, run
@@ -82,8 +83,6 @@ def test_report_views_match_the_store(small_run):
             for x in mv["exemplars"]:
                 p = x["position"]
                 ids = store.tokens.tokens[max(0, p - 40) : p + 1].astype(np.int64)
-                import torch
-
                 fired = ev.evaluate_mode(m, torch.as_tensor(ids), torch.as_tensor(store.tokens.doc_of(
                     np.arange(max(0, p - 40), p + 1)).astype(np.int64)))
                 assert bool(fired[-1]), (m.describe() if hasattr(m, "describe") else m.label, x["pieces"][x["focus"]])

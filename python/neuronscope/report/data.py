@@ -65,7 +65,7 @@ def method_view(row: dict, record: NeuronRecord, evaluator: ConditionEvaluator, 
     """One explainer's section of a neuron page from its ``explain`` output line."""
     e = Explanation.from_dict(row["explanation"])
     held = row.get("heldout") or {}
-    top = [x for x in record.top]
+    top = record.top
     modes = []
     for m in e.modes:
         fires = _fires(evaluator, m, top, left)
