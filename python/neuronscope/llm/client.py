@@ -20,9 +20,6 @@ import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -30,126 +27,23 @@ import httpx
 
 from ..errors import ConfigError, LLMError
 from .cache import ResponseCache
-from .parse import (
-    ChatResult,
-    CompletionResult,
+from .config import LLMConfig, normalize_base_url
+from .errors import (
+    LLMConnectionError,
+    LLMHTTPError,
+    LLMRateLimited,
     LLMResponseError,
-    chat_result,
-    completion_result,
-    extract_json,
-    token_usage,
+    LLMTimeout,
+    retry_after_seconds,
+    retryable_status,
+    server_message,
 )
+from .parse import ChatResult, CompletionResult, chat_result, completion_result, extract_json, token_usage
 from .usage import Usage, current_tag
 
+__all__ = ["LLMClient", "LLMConfig", "normalize_base_url", "retry_after_seconds"]
+
 logger = logging.getLogger("neuronscope.llm")
-
-
-@dataclass(kw_only=True)
-class LLMConfig:
-    """Where and how to reach an OpenAI-compatible server. It holds the *name* of the key variable, never the key."""
-
-    base_url: str = "http://localhost:8000/v1"
-    """``http://host:port`` (``/v1`` is appended) or a full API root such as ``https://openrouter.ai/api/v1``."""
-    model: str
-    """Model name as the server knows it (``gpt-4o-mini``, ``meta-llama/Llama-3.1-8B-Instruct``, ``llama3.1``)."""
-    api_key_env: str | None = "OPENAI_API_KEY"
-    """Environment variable holding the API key; when unset or empty no Authorization is sent (vLLM, Ollama)."""
-    concurrency: int = 8
-    """Requests in flight at most."""
-    timeout_s: float = 120.0
-    """Per request (connect, write, and each read)."""
-    max_retries: int = 5
-    """Retries after the first attempt, for transient failures only."""
-    backoff_base_s: float = 1.0
-    """Retry ``n`` (from 0) waits uniform(0, min(backoff_max_s, backoff_base_s * 2**n)): full jitter."""
-    backoff_max_s: float = 60.0
-    retry_after_max_s: float = 300.0
-    """A longer ``Retry-After`` is shortened to this (a daily quota would otherwise stall the run for hours)."""
-    temperature: float | None = 0.0
-    """None sends none (some reasoning models reject the field)."""
-    max_tokens: int | None = 1024
-    """Default completion budget; None sends none."""
-    price_prompt_per_1k: float | None = None
-    """USD per 1,000 prompt tokens, for cost accounting (None: cost unknown)."""
-    price_completion_per_1k: float | None = None
-    cache_path: str | Path | None = None
-    """sqlite response cache; None disables caching."""
-
-    def __post_init__(self) -> None:
-        if not self.model:
-            raise ConfigError("model must name the server's model")
-        if self.concurrency < 1:
-            raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.timeout_s <= 0:
-            raise ConfigError(f"timeout_s must be > 0, got {self.timeout_s}")
-        if self.max_retries < 0:
-            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
-        if self.backoff_base_s < 0 or self.backoff_max_s < 0 or self.retry_after_max_s < 0:
-            raise ConfigError("backoff_base_s, backoff_max_s and retry_after_max_s must be >= 0")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be >= 1 or None, got {self.max_tokens}")
-        for name in ("price_prompt_per_1k", "price_completion_per_1k"):
-            if (getattr(self, name) or 0) < 0:
-                raise ConfigError(f"{name} must be >= 0")
-        normalize_base_url(self.base_url)
-
-    @property
-    def api_root(self) -> str:
-        """The normalised base URL that endpoint paths are appended to (``.../v1``)."""
-        return normalize_base_url(self.base_url)
-
-
-def normalize_base_url(url: str) -> str:
-    """``http://host:port`` → ``http://host:port/v1``; a URL with a path is kept (minus a trailing slash)."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"base_url must be an http(s) URL such as http://localhost:8000/v1, got {url!r}")
-    path = parts.path.rstrip("/")
-    return f"{parts.scheme}://{parts.netloc}{path or '/v1'}"
-
-
-class LLMHTTPError(LLMError):
-    """The server answered with an error status (after the allowed retries, when the status is transient)."""
-
-    def __init__(self, url: str, status: int, server_message: str, *, request_id: str | None = None,
-                 retry_after: float | None = None, hint: str = "") -> None:
-        super().__init__(url, status, server_message)
-        self.url, self.status, self.server_message = url, status, server_message
-        self.request_id, self.retry_after, self.hint = request_id, retry_after, hint
-        self.attempts = 1
-
-    def __str__(self) -> str:
-        return f"{self.url} answered HTTP {self.status}: {self.server_message}{self.hint}{_gave_up(self.attempts)}"
-
-
-class LLMRateLimited(LLMHTTPError):
-    """HTTP 429 on every attempt."""
-
-
-class LLMTimeout(LLMError):
-    """No complete answer within ``timeout_s``, on every attempt."""
-
-    def __init__(self, url: str, timeout_s: float) -> None:
-        super().__init__(url, timeout_s)
-        self.url, self.timeout_s, self.attempts = url, timeout_s, 1
-
-    def __str__(self) -> str:
-        return f"request to {self.url} timed out (timeout_s={self.timeout_s}){_gave_up(self.attempts)}"
-
-
-class LLMConnectionError(LLMError):
-    """The connection could not be made or was dropped before an answer, on every attempt."""
-
-    def __init__(self, url: str, detail: str) -> None:
-        super().__init__(url, detail)
-        self.url, self.detail, self.attempts = url, detail, 1
-
-    def __str__(self) -> str:
-        return f"connection to {self.url} failed: {self.detail}{_gave_up(self.attempts)}"
-
-
-def _gave_up(attempts: int) -> str:
-    return f" (gave up after {attempts} attempts)" if attempts > 1 else ""
 
 
 def _is_loopback(url: str) -> bool:
@@ -160,49 +54,6 @@ def _is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _retryable_status(status: int) -> bool:
-    return status in (408, 429) or status >= 500
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """The wait a server asks for: ``retry-after-ms`` (OpenAI), else ``Retry-After`` in seconds or as an HTTP date."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # HTTP dates are GMT by definition
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def _server_message(response: httpx.Response, data: Any) -> str:
-    """The error message in OpenAI's ``{"error": {"message"}}``, Ollama's ``{"error": "..."}``, vLLM's
-    ``{"message"}`` shapes, else the start of the body."""
-    if isinstance(data, Mapping):
-        err = data.get("error")
-        if isinstance(err, Mapping) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str) and err:
-            return err
-        if data.get("message"):
-            return str(data["message"])
-    text = response.text.strip()
-    return (text[:500] + "…" if len(text) > 500 else text) or response.reason_phrase or "(empty body)"
 
 
 @dataclass
@@ -443,9 +294,9 @@ class LLMClient:
                     return data, request_id
                 if response.status_code == 200 and not ok:
                     raise LLMResponseError(f"{url} answered HTTP 200 with a body that is not a JSON object: "
-                                           f"{_server_message(response, None)}", request_id=request_id)
+                                           f"{server_message(response, None)}", request_id=request_id)
                 failure = self._http_error(url, response, data, request_id)
-                if not _retryable_status(failure.status):
+                if not retryable_status(failure.status):
                     failure.attempts = attempt + 1
                     raise failure
             if attempt < cfg.max_retries:
@@ -466,7 +317,7 @@ class LLMClient:
             state = "set" if env and os.environ.get(env) else "not set"
             hint = f" (API key read from ${env}, which is {state})" if env else " (no api_key_env configured)"
         cls = LLMRateLimited if status == 429 else LLMHTTPError
-        return cls(url, status, _server_message(response, data), request_id=request_id,
+        return cls(url, status, server_message(response, data), request_id=request_id,
                    retry_after=retry_after_seconds(response.headers), hint=hint)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:

@@ -11,25 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..errors import LLMError
-
-
-class LLMResponseError(LLMError):
-    """The server answered, but the answer is unusable: malformed, truncated, or missing what was asked for.
-
-    The reply text is kept in ``raw_text`` so that a caller can record what the model actually said.
-    """
-
-    def __init__(self, message: str, *, raw_text: str | None = None, finish_reason: str | None = None,
-                 request_id: str | None = None) -> None:
-        super().__init__(message)
-        self.raw_text = raw_text
-        self.finish_reason = finish_reason
-        self.request_id = request_id
-
-
-class LLMLogprobsUnavailable(LLMResponseError):
-    """Logprobs were requested and the server returned none: the caller should fall back to a JSON simulator."""
+from .errors import LLMLogprobsUnavailable, LLMResponseError
 
 
 @dataclass(frozen=True)
@@ -138,7 +120,8 @@ def _content_logprobs(content: list[Any]) -> tuple[TokenLogprob, ...]:
 
 
 def _legacy_logprobs(lp: Mapping[str, Any]) -> tuple[TokenLogprob, ...]:
-    """The completions format: parallel lists ``tokens``, ``token_logprobs``, ``top_logprobs`` (dicts), ``text_offset``."""
+    """The completions format: parallel lists ``tokens``, ``token_logprobs``, ``top_logprobs`` (dicts) and
+    ``text_offset``."""
     tokens = lp.get("tokens") or []
     n = len(tokens)
     values = lp.get("token_logprobs") or [None] * n
