@@ -1,15 +1,13 @@
 #include "mine_cpu.hpp"
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
-#include <exception>
 #include <limits>
 #include <stdexcept>
-#include <system_error>
-#include <thread>
-#include <utility>
 #include <vector>
+
+#include "cluster_parallel.hpp"
+#include "mine_bins.hpp"
 
 namespace neuronscope {
 
@@ -63,112 +61,12 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 // Rows ahead to prefetch: a tile's rows are a page apart, beyond the reach of the hardware prefetchers.
 constexpr int64_t kPrefetchRows = 12;
 
-inline uint32_t float_bits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-}
-
-inline float bits_float(uint32_t u) {
-  float x;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-}
-
-inline bool is_finite_bits(uint32_t bits) { return (bits & 0x7F800000u) != 0x7F800000u; }
-
-// Order-preserving map of non-NaN floats to uint32 keys; -0.0 and +0.0 share a key, as they compare equal.
-inline uint32_t order_key(uint32_t bits) {
-  const uint32_t m = static_cast<uint32_t>(static_cast<int32_t>(bits) >> 31);
-  return ((bits ^ m) - m) ^ (~m & 0x80000000u);
-}
-
-// Exact "number of edges strictly below x": a table indexed by the high bits of x's order key (sign,
-// exponent and the top mantissa bits, i.e. a coarse log2) gives the count below the bucket's first key;
-// `cmax` branch-free comparisons against the sorted edge keys then add the edges inside the bucket.
-// A non-finite value gets the bucket `dummy`, whose bin is n_bins: one past the real bins, counted in a
-// scratch column and mapped to a stratum that never samples, so the hot loop needs no branch for it.
-struct BinLookup {
-  const uint32_t* keys;  // edge keys, padded with UINT32_MAX
-  const uint16_t* base;  // per bucket: edges whose key is below the bucket's first key
-  int32_t qlo, qhi;      // bucket range (keys outside clamp to the end buckets); never negative
-  int32_t dummy;         // bucket of the non-finite values
-  int shift;             // bucket = key >> shift, shift >= 1 so buckets fit in int32
-  int cmax;              // most edges inside one bucket
-
-  int32_t bucket(uint32_t key) const {
-    return std::min(std::max(static_cast<int32_t>(key >> shift), qlo), qhi) - qlo;
-  }
-
-  template <bool kOneStep>
-  int32_t bin(int32_t q, uint32_t key) const {
-    int32_t b = base[q];
-    if (kOneStep) return b + (keys[b] < key ? 1 : 0);
-    for (int c = 0; c < cmax; ++c) b += keys[b] < key ? 1 : 0;
-    return b;
-  }
-};
-
-class BinIndex {
- public:
-  static constexpr int64_t kMaxEdges = 65534;
-
-  BinIndex(const float* edges, int64_t n_edges) {
-    if (n_edges > kMaxEdges) throw std::invalid_argument("at most 65534 histogram edges are supported");
-    keys_.resize(static_cast<size_t>(n_edges));
-    for (int64_t i = 0; i < n_edges; ++i) {
-      if (std::isnan(edges[i])) throw std::invalid_argument("edges must not contain NaN");
-      keys_[i] = order_key(float_bits(edges[i]));
-      if (i > 0 && keys_[i] <= keys_[i - 1]) throw std::invalid_argument("edges must be strictly increasing");
-    }
-    if (n_edges == 0) {
-      base_.assign({0, 1});  // bucket 0 holds everything finite (bin 0), bucket 1 is the dummy
-      dummy_ = 1;
-      keys_.assign(2, std::numeric_limits<uint32_t>::max());
-      return;
-    }
-    // The finest bucketing whose table stays small; stop once no bucket holds two edges.
-    constexpr uint64_t kMaxTable = uint64_t{1} << 16;
-    for (int s = 31; s >= 1; --s) {
-      const uint64_t lo = keys_.front() >> s, hi = keys_.back() >> s;
-      if (hi - lo + 1 > kMaxTable) break;
-      int most = 0;
-      for (int64_t i = 0, run = 0; i < n_edges; ++i) {
-        run = (i > 0 && (keys_[i] >> s) == (keys_[i - 1] >> s)) ? run + 1 : 1;
-        most = std::max(most, static_cast<int>(run));
-      }
-      shift_ = s;
-      cmax_ = most;
-      if (most <= 1) break;
-    }
-    qlo_ = keys_.front() >> shift_;
-    qhi_ = keys_.back() >> shift_;
-    base_.resize(qhi_ - qlo_ + 2);
-    int64_t below = 0;
-    for (uint64_t q = qlo_; q <= qhi_; ++q) {
-      const uint64_t first_key = q << shift_;
-      while (below < n_edges && keys_[below] < first_key) ++below;
-      base_[q - qlo_] = static_cast<uint16_t>(below);
-    }
-    dummy_ = static_cast<int32_t>(qhi_ - qlo_ + 1);
-    base_[dummy_] = static_cast<uint16_t>(n_edges + 1);
-    // Padding so the correction never reads past the table (from the dummy bin either): no key compares
-    // above UINT32_MAX.
-    keys_.resize(static_cast<size_t>(n_edges + 1 + cmax_), std::numeric_limits<uint32_t>::max());
-  }
-
-  BinLookup lookup() const {
-    return {keys_.data(), base_.data(), static_cast<int32_t>(qlo_), static_cast<int32_t>(qhi_), dummy_, shift_, cmax_};
-  }
-
- private:
-  std::vector<uint32_t> keys_;
-  std::vector<uint16_t> base_;
-  uint32_t qlo_ = 0, qhi_ = 0;
-  int32_t dummy_ = 0;
-  int shift_ = 31;
-  int cmax_ = 0;
-};
+using mine::BinIndex;
+using mine::BinLookup;
+using mine::bits_float;
+using mine::float_bits;
+using mine::is_finite_bits;
+using mine::order_key;
 
 // Everything the threads share, read-only.
 struct Job {
@@ -491,34 +389,14 @@ void mine_update(const MineStats& st, const MineShape& shape, const MineGrid& gr
   job.pos_hash.resize(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) job.pos_hash[t] = mine_position_hash(batch.positions[t], batch.seed);
 
+  // One task per block of whole tiles, as even as possible: a worker's state is per tile, and the
+  // blocks write disjoint neurons, so the result does not depend on the thread count.
   const int64_t tiles = (N + kTile - 1) / kTile;
-  int64_t workers = threads > 0 ? threads : std::max<int64_t>(1, std::thread::hardware_concurrency());
-  workers = std::min(workers, tiles);
-  auto block = [&](int64_t i) {  // whole tiles per thread, as even as possible
-    return std::pair<int64_t, int64_t>{tiles * i / workers * kTile, std::min(N, tiles * (i + 1) / workers * kTile)};
-  };
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
-  auto work = [&](int64_t i) {
-    try {
-      const auto [lo, hi] = block(i);
-      Worker(job).run(lo, hi);
-    } catch (...) {
-      errors[i] = std::current_exception();
-    }
-  };
-  std::vector<std::thread> pool;
-  std::vector<int64_t> here{0};  // blocks run by the calling thread
-  for (int64_t i = 1; i < workers; ++i) {
-    try {
-      pool.emplace_back(work, i);
-    } catch (const std::system_error&) {  // no thread to be had: do the block here
-      here.push_back(i);
-    }
-  }
-  for (int64_t i : here) work(i);
-  for (auto& th : pool) th.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  const int64_t blocks = cluster::resolve_threads(threads, static_cast<size_t>(tiles));
+  cluster::parallel_for(static_cast<size_t>(blocks), static_cast<int>(blocks), [&](size_t i, int) {
+    const int64_t b = static_cast<int64_t>(i);
+    Worker(job).run(tiles * b / blocks * kTile, std::min(N, tiles * (b + 1) / blocks * kTile));
+  });
 }
 
 }  // namespace neuronscope
