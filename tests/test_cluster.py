@@ -41,7 +41,8 @@ def stable_cuts(d: np.ndarray, n: int, seed: int) -> list[tuple[str, float, np.n
     levels = np.unique(np.concatenate([[0.0], heights]))
     cuts = [("distance", float(h + 1.0), None) for h in levels[-1:]]
     cuts += [("distance", float((a + b) / 2), None) for a, b in itertools.pairwise(levels) if b - a > 8 * eps]
-    cuts += [("maxclust", k, None) for k in range(1, n + 1) if k >= n - 1 or heights[n - k - 1] - heights[n - k - 2] > 8 * eps]
+    cuts += [("maxclust", k, None) for k in range(1, n + 1)
+             if k >= n - 1 or heights[n - k - 1] - heights[n - k - 2] > 8 * eps]
     out = []
     for kind, t, _ in cuts:
         part = canon(fcluster(z, t, kind))

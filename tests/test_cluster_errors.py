@@ -17,7 +17,8 @@ OFF = np.array([0, 4, 10], dtype=np.int64)
 @pytest.mark.parametrize(
     ("features", "offsets", "match"),
     [
-        (np.where(np.arange(30).reshape(10, 3) == 7, np.nan, X), OFF, r"features\[2\] \(problem 0, point 2\).*non-finite"),
+        (np.where(np.arange(30).reshape(10, 3) == 7, np.nan, X), OFF,
+         r"features\[2\] \(problem 0, point 2\).*non-finite"),
         (np.where(np.arange(30).reshape(10, 3) == 29, np.inf, X), OFF, r"features\[9\] \(problem 1, point 5\)"),
         (X, np.array([0, 5, 4, 10]), "offsets must be non-decreasing"),
         (X, np.array([1, 10]), r"offsets\[0\] must be 0"),

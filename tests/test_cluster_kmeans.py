@@ -46,7 +46,8 @@ def test_kmeans_plus_plus_finds_separated_clusters_and_is_deterministic():
     b = cluster.kmeans(x, 6, seed=7, n_threads=2, backend="core")  # one problem: threads split the points
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(a.centroids, b.centroids)
-    assert len({(t, label) for t, label in zip(truth, a.labels, strict=True)}) == 6  # each true cluster maps to one label
+    # each true cluster maps to one label
+    assert len({(t, label) for t, label in zip(truth, a.labels, strict=True)}) == 6
     sk = KMeans(6, n_init=3, random_state=0).fit(x)
     assert a.inertia[0] <= sk.inertia_ * (1 + 1e-4)
 

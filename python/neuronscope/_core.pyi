@@ -1,11 +1,13 @@
-"""Type stubs of the compiled core (csrc/bindings.cpp). Use neuronscope.cluster, not this module.
+"""Type stubs of the compiled core (csrc/bindings.cpp). Use neuronscope.cluster and neuronscope.mining, not
+this module; neuronscope.native is the only module that imports it. tests/test_core_stub.py checks that these
+stubs name exactly the extension's functions, with the same parameters and defaults.
 
 Ragged batches: features (P, D) float32 C-contiguous; offsets (B + 1,) int64 with offsets[0] = 0,
 non-decreasing, offsets[-1] = P; weights (P,) float32 > 0 or None. Wrong dtypes raise TypeError,
 other bad input ValueError naming the argument. n_threads <= 0 means every hardware thread.
 """
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -86,3 +88,18 @@ def simd_level() -> Literal["generic", "avx2", "avx512"]:
 def detected_simd_level() -> Literal["generic", "avx2", "avx512"]: ...
 def set_simd_level(name: Literal["generic", "avx2", "avx512"]) -> None:
     """Selects the kernel family for every later call (tests, benchmarks); ValueError if unsupported."""
+
+def mine_update(
+    state: dict[str, npt.NDArray[Any]],
+    acts: _F32,
+    positions: _I64,
+    edges: _F32,
+    strata: _I64,
+    neuron_offset: int,
+    seed: int,
+    threads: int = 0,
+) -> None:
+    """Folds acts (T, N) at positions (T,) into the LayerStats arrays of ``state`` (field name -> C-contiguous,
+    writable array of LayerStats' dtype and shape) in place. edges (B - 1,) and strata (B,) are
+    spec.hist_edges / spec.bin_strata; seed is cfg.seed & 0xFFFFFFFF; threads 0 = every hardware thread.
+    Releases the GIL. Wrong dtypes raise TypeError, other bad input ValueError naming the argument."""

@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from . import _core
+from . import native
 from .errors import ConfigError
 
 Metric = Literal["cosine", "euclidean"]
@@ -126,7 +126,7 @@ def hierarchical(
         raise ConfigError("give threshold or n_clusters, not both")
     x, off = _real(features, "features", 2), _offsets(offsets, features)
     labels, counts, sil, z, z_off = _call(
-        _core.hierarchical, x, off, weights=None if weights is None else _real(weights, "weights", 1), metric=metric,
+        "hierarchical", x, off, weights=None if weights is None else _real(weights, "weights", 1), metric=metric,
         precision=precision, max_clusters=int(max_clusters), min_silhouette=float(min_silhouette),
         n_threads=_threads(n_threads), **_cut_args(threshold, n_clusters))
     return Clustering(labels, counts, sil, z, z_off, off)
@@ -137,7 +137,7 @@ def cut(clustering: Clustering, *, threshold: float | None = None, n_clusters: i
     """Re-cuts the trees of ``clustering`` at ``threshold`` or into at most ``n_clusters`` (no distances recomputed)."""
     if (threshold is None) == (n_clusters is None):
         raise ConfigError("give exactly one of threshold or n_clusters")
-    labels, counts = _call(_core.cut_linkage, np.ascontiguousarray(clustering.linkage, dtype=np.float64),
+    labels, counts = _call("cut_linkage", np.ascontiguousarray(clustering.linkage, dtype=np.float64),
                            clustering.offsets, n_threads=_threads(n_threads), **_cut_args(threshold, n_clusters))
     return replace(clustering, labels=labels, n_clusters=counts, silhouette=np.full(len(counts), np.nan))
 
@@ -154,15 +154,18 @@ def silhouette_score(features: np.ndarray, labels: np.ndarray, offsets: np.ndarr
     lab = np.asarray(labels)
     if lab.dtype.kind not in "iu":
         raise ConfigError(f"labels must be integers, got dtype {lab.dtype}")
-    return _call(_core.silhouette, x, off, np.ascontiguousarray(lab, dtype=np.int64), metric=metric,
+    return _call("silhouette", x, off, np.ascontiguousarray(lab, dtype=np.int64), metric=metric,
                  precision=precision, n_threads=_threads(n_threads))
 
 
 def pairwise_distances(features: np.ndarray, offsets: np.ndarray | None = None, *, metric: Metric = "cosine",
                        precision: Precision = "float32", n_threads: int | None = None) -> np.ndarray:
-    """Condensed distances of every problem (scipy's ``pdist`` order), concatenated: (sum n_b (n_b - 1) / 2,) float64."""
+    """Condensed distances of every problem (scipy's ``pdist`` order), concatenated.
+
+    Returns (sum n_b (n_b - 1) / 2,) float64.
+    """
     x, off = _real(features, "features", 2), _offsets(offsets, features)
-    return _call(_core.pdist, x, off, metric=metric, precision=precision, n_threads=_threads(n_threads))
+    return _call("pdist", x, off, metric=metric, precision=precision, n_threads=_threads(n_threads))
 
 
 def kmeans(
@@ -198,7 +201,8 @@ def kmeans(
     use_faiss = _faiss_problems(np.diff(off), backend)
     core = np.flatnonzero(~use_faiss)
     if len(core) == len(use_faiss):
-        out = _call(_core.kmeans, x, off, k, weights=w, init=init, tol=float(tol), n_threads=_threads(n_threads), **options)
+        out = _call("kmeans", x, off, k, weights=w, init=init, tol=float(tol), n_threads=_threads(n_threads),
+                    **options)
         return KMeansResult(*out, off, use_faiss)
     labels, inertia, n_iter = np.zeros(len(x), np.int32), np.zeros(len(use_faiss)), np.zeros(len(use_faiss), np.int32)
     centroids = np.full((len(use_faiss), k, x.shape[1]), np.nan, dtype=np.float32)
@@ -206,7 +210,7 @@ def kmeans(
         rows = np.concatenate([np.arange(off[b], off[b + 1]) for b in core])
         sub_off = np.concatenate([[0], np.cumsum(np.diff(off)[core])]).astype(np.int64)
         labels[rows], centroids[core], inertia[core], n_iter[core] = _call(
-            _core.kmeans, np.ascontiguousarray(x[rows]), sub_off, k,
+            "kmeans", np.ascontiguousarray(x[rows]), sub_off, k,
             weights=None if w is None else np.ascontiguousarray(w[rows]),
             init=None if init is None else np.ascontiguousarray(init[core]), tol=float(tol),
             n_threads=_threads(n_threads), **options)
@@ -266,8 +270,9 @@ def _faiss():
     return faiss
 
 
-def _call(fn, *args, **kwargs):
-    """Runs a _core function; its ValueErrors become ConfigError (one exception family)."""
+def _call(name: str, *args, **kwargs):
+    """Runs the compiled core's function ``name``; its ValueErrors become ConfigError (one exception family)."""
+    fn = getattr(native.core(), name)
     try:
         return fn(*args, **kwargs)
     except ValueError as e:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from .. import native
 from ..errors import ConfigError
 from .reference import mine_ref
 from .spec import MiningConfig
@@ -18,14 +19,6 @@ from .stats import LayerStats
 
 MinerFn = Callable[[LayerStats, torch.Tensor, torch.Tensor, int, MiningConfig], LayerStats]
 BACKENDS = ("auto", "ref", "cpu", "triton")
-
-
-def _cpu_available() -> bool:
-    try:
-        from .. import _core
-    except ImportError:
-        return False
-    return hasattr(_core, "mine_update")
 
 
 def _triton_miner() -> MinerFn | None:
@@ -45,7 +38,7 @@ def resolve_backend(name: str | None, device: torch.device | str) -> tuple[str, 
     if name == "auto":
         if is_cuda and _triton_miner() is not None:
             name = "triton"
-        elif not is_cuda and _cpu_available():
+        elif not is_cuda and native.available():
             name = "cpu"
         else:
             name = "ref"
@@ -54,8 +47,8 @@ def resolve_backend(name: str | None, device: torch.device | str) -> tuple[str, 
     if name == "cpu":
         if is_cuda:
             raise ConfigError("backend 'cpu' needs activations on the CPU; use --device cpu or another backend")
-        if not _cpu_available():
-            raise ConfigError("backend 'cpu' is unavailable: the compiled core has no mine_update")
+        if not native.available():
+            raise ConfigError(f"backend 'cpu' is unavailable: {native.unavailable_reason()}")
         from .cpu import mine_cpu
 
         return name, mine_cpu

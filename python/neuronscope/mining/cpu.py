@@ -11,6 +11,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .. import native
 from ..errors import ConfigError
 from .spec import MASK32, MiningConfig, bin_strata, hist_edges
 from .stats import LayerStats
@@ -38,8 +39,6 @@ def mine_cpu(
     hash; threads: worker threads over blocks of neurons (0 = all hardware threads). Every tensor of ``st``
     must be a contiguous CPU tensor of the dtype and shape ``LayerStats.empty(N, cfg)`` gives.
     """
-    from .. import _core
-
     if acts.device.type != "cpu" or positions.device.type != "cpu":
         raise ConfigError(f"mine_cpu needs CPU tensors, got acts on {acts.device}, positions on {positions.device}")
     if acts.dim() != 2:
@@ -51,7 +50,7 @@ def mine_cpu(
             raise ConfigError(f"LayerStats.{f.name} must be a contiguous CPU tensor (it is updated in place)")
         state[f.name] = t.numpy()
     edges, strata = _grid(cfg)
-    _core.mine_update(
+    native.core().mine_update(
         state,
         acts.detach().to(torch.float32).contiguous().numpy(),
         positions.detach().to(torch.int64).contiguous().numpy(),
