@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from llm_server import Reply, ScriptedServer, chat_body
-from neuronscope.agents.llm_agents import LLMNeuronScope, run_llm_explain
-from neuronscope.agents.offline import OfflineConfig, single_pass
+from neuronscope.agents import OfflineConfig, explain, single_pass
+from neuronscope.agents.llm_agents import LLMNeuronScope
 from neuronscope.llm import LLMClient, LLMConfig
 from neuronscope.scoring import ExecSimulator, score_explanations
 from test_agents_offline import planted  # noqa: F401  (fixture)
@@ -95,8 +95,8 @@ def test_llm_explain_retries_errors_cache_and_resume(minilm_store, tmp_path):
         server.push(status=500, json={"error": {"message": "boom"}})
         llm = {"base_url": server.url, "model": "scripted", "backoff_base_s": 0.01, "backoff_max_s": 0.05,
                "max_retries": 3, "concurrency": 2}
-        rows = run_llm_explain(source, neurons, out, methods=("neuronscope", "single-pass"), rounds=2, chunk=8,
-                               progress=False, llm=llm)
+        rows = explain(source, neurons, out, methods=("neuronscope", "single-pass"), backend="openai",
+                       rounds=2, chunk=8, progress=False, llm=llm)
         n_first = len(server.requests)
     assert n_first > 10
     by = {(r["layer"], r["index"], r["method"]): r for r in rows}
@@ -116,8 +116,8 @@ def test_llm_explain_retries_errors_cache_and_resume(minilm_store, tmp_path):
 
     # Rerun: finished neurons are skipped; only the failed ones are retried (now answered correctly).
     with ScriptedServer(default=fake_llm()) as server:
-        rows2 = run_llm_explain(source, neurons, out, methods=("neuronscope", "single-pass"), rounds=2, chunk=8,
-                                progress=False, llm={**llm, "base_url": server.url})
+        rows2 = explain(source, neurons, out, methods=("neuronscope", "single-pass"), backend="openai",
+                        rounds=2, chunk=8, progress=False, llm={**llm, "base_url": server.url})
         prompts = [r.body["messages"][1]["content"] for r in server.requests]
     assert prompts
     assert all(re.search(r"[Nn]euron 1/1\b", p) for p in prompts)
@@ -126,8 +126,8 @@ def test_llm_explain_retries_errors_cache_and_resume(minilm_store, tmp_path):
     # Same requests again from scratch (output removed, cache kept): zero HTTP requests.
     out.unlink()
     with ScriptedServer(default=fake_llm()) as server:
-        rows3 = run_llm_explain(source, neurons, out, methods=("neuronscope", "single-pass"), rounds=2, chunk=8,
-                                progress=False, llm={**llm, "base_url": server.url})
+        rows3 = explain(source, neurons, out, methods=("neuronscope", "single-pass"), backend="openai",
+                        rounds=2, chunk=8, progress=False, llm={**llm, "base_url": server.url})
         assert len(server.requests) == 0
     key = lambda r: (r["layer"], r["index"], r["method"])  # noqa: E731
     assert sorted(map(key, rows3)) == sorted(map(key, rows2))
@@ -143,8 +143,8 @@ def test_openai_backend_needs_a_model(minilm_store, tmp_path):
 
 @pytest.mark.parametrize("bad", ["", "hello"])
 def test_prompts_are_versioned_package_data(bad):
-    from neuronscope.agents.prompts import load_prompt
     from neuronscope.errors import ConfigError
+    from neuronscope.prompts import load_prompt
 
     for name in ("hypothesis", "decomposition", "explainer", "refinement", "single_pass", "simulator"):
         p = load_prompt(name)
@@ -162,9 +162,9 @@ def _lp(token: str, alts: dict[str, float] | None = None) -> dict:
 
 
 def test_llm_simulator_expected_values_and_json_fallback(planted):  # noqa: F811
-    from neuronscope.agents.llm_simulator import LLMSimulator, expected_values
     from neuronscope.explanations import Explanation
     from neuronscope.scoring import WindowBatch
+    from neuronscope.scoring.llm_simulate import LLMSimulator, expected_values
     from neuronscope.scoring.score import score_batch
 
     evidence, _ = planted

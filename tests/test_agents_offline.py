@@ -83,7 +83,6 @@ def test_offline_loop_recovers_planted_modes(planted):
 
 
 def test_explain_cli_end_to_end_resume_score_export(minilm_store, tmp_path, monkeypatch, capsys):
-    from neuronscope import agents
     from neuronscope.cli import main
 
     out = tmp_path / "exp.jsonl"
@@ -107,8 +106,9 @@ def test_explain_cli_end_to_end_resume_score_export(minilm_store, tmp_path, monk
     def boom(*a, **k):
         raise AssertionError("recomputed a finished neuron")
 
-    monkeypatch.setattr(agents.explain_module if hasattr(agents, "explain_module") else
-                        __import__("neuronscope.agents.explain", fromlist=["x"]), "single_pass", boom)
+    import neuronscope.agents.baseline as single_pass_module
+
+    monkeypatch.setattr(single_pass_module, "single_pass", boom)
     monkeypatch.setattr(OfflineNeuronScope, "run", boom)
     before = out.read_text()
     assert main(args) == 0

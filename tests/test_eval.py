@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon as scipy_wilcoxon
 
+from neuronscope.activations import activation_source
 from neuronscope.eval import match_modes, mean_ci, read_ground_truth, standard_suite, wilcoxon
 from neuronscope.eval.planted import PlantedNeuron, TrueMode, build_planted_store
 from neuronscope.explanations import TokenIn
@@ -67,8 +68,8 @@ def test_planted_store_is_a_store(minilm_store, tmp_path):
     rec = st.neuron(0, 0)
     assert rec.top[0].tokens[rec.top[0].focus] == "return"
     assert rec.top[0].activation == pytest.approx(3.0, rel=0.25)
-    acts = st.activations_at(0, [0, 1], np.arange(200))
-    np.testing.assert_array_equal(acts, st.planted[:200])
+    acts = activation_source(st).at(0, [0, 1], np.arange(200))
+    np.testing.assert_array_equal(acts, np.load(st.path / "planted_activations.npy")[:200])
     assert [n.to_dict() for n in read_ground_truth(st)] == [n.to_dict() for n in neurons]
     again = build_planted_store(minilm_store, tmp_path / "p", neurons, seed=1)  # reused, not rebuilt
     assert again.path == st.path

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from neuronscope.activations import activation_source
 from neuronscope.explanations import (
     AllOf,
     ConditionEvaluator,
@@ -153,8 +154,9 @@ def test_planted_neuron_perfect_and_wrong_explanations():
 def test_store_evidence_windows_and_split(minilm_store):
     from neuronscope.scoring import store_evidence
 
-    ev1 = store_evidence(minilm_store, 1, [3, 700], seed=5)
-    ev2 = store_evidence(minilm_store, 1, [700], seed=5)
+    acts = activation_source(minilm_store)
+    ev1 = store_evidence(minilm_store, acts, 1, [3, 700], seed=5)
+    ev2 = store_evidence(minilm_store, acts, 1, [700], seed=5)
     st = minilm_store.stats(1)
     for e in ev1:
         tops = [w for w in e.train + e.heldout if w.kind == "top"]
@@ -177,5 +179,5 @@ def test_store_evidence_windows_and_split(minilm_store):
     assert [w.start for w in a.heldout] == [w.start for w in b.heldout]
     np.testing.assert_array_equal(np.concatenate([w.acts for w in a.heldout]),
                                   np.concatenate([w.acts for w in b.heldout]))
-    acts = minilm_store.activations_at(1, [700], np.arange(a.heldout[0].start, a.heldout[0].start + 5))[:, 0]
+    acts = activation_source(minilm_store).at(1, [700], np.arange(a.heldout[0].start, a.heldout[0].start + 5))[:, 0]
     np.testing.assert_allclose(a.heldout[0].acts[:5], acts, rtol=1e-6)

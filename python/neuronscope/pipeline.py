@@ -5,7 +5,7 @@ A run directory::
     run.json              what was asked (model, corpus, sampling) and each stage's state and seconds
     store/                the NeuronStore (mining resumes from its checkpoints)
     screen.jsonl          the polysemanticity screen of every neuron (``screen.py``)
-    explanations.jsonl    one line per (neuron, method) with held-out scores (``agents/explain.py``)
+    explanations.jsonl    one line per (neuron, method) with held-out scores (``agents/run.py``)
     search/               the mode-description index (``search.py``)
     report/index.html     the static site (``report/``)
 
@@ -108,7 +108,7 @@ def run(out: str | Path = "runs/default", cfg: RunConfig | None = None, *, quiet
     """Runs (or resumes) the whole job into ``out`` and returns where its report is."""
     from .agents import explain
     from .corpus import CorpusSpec
-    from .explanations.files import read_jsonl, write_jsonl
+    from .io import read_jsonl, write_jsonl
     from .mining import MiningConfig
     from .mining.run import mine
     from .report.build import build_report, report_is_current
@@ -145,6 +145,11 @@ def run(out: str | Path = "runs/default", cfg: RunConfig | None = None, *, quiet
     if fresh:
         done("mine", t0, tokens=store.n_tokens_seen, layers=store.layers)
 
+    # One activation source for every later stage: the subject is loaded once, its layer cache shared.
+    from .activations import activation_source
+
+    acts = activation_source(store)
+
     # 2. polysemanticity screen of every neuron
     t0 = time.monotonic()
     screen_path = out / "screen.jsonl"
@@ -153,13 +158,13 @@ def run(out: str | Path = "runs/default", cfg: RunConfig | None = None, *, quiet
         _say("[2/5] screen: done, kept", quiet)
     else:
         _say(f"[2/5] screen {len(store.layers)} layers × {store.n_neurons} neurons for polysemanticity", quiet)
-        screen_rows = [r.to_dict() for r in screen(store)]
+        screen_rows = [r.to_dict() for r in screen(store, activations=acts)]
         write_jsonl(screen_path, screen_rows)
         done("screen", t0, candidates=sum(r["clusters"] >= 2 for r in screen_rows))
 
     # 3. explain the sample and the strongest candidates (held-out scores are written with each line)
     t0 = time.monotonic()
-    source = StoreSource(store, seed=cfg.seed)
+    source = StoreSource(store, seed=cfg.seed, activations=acts)
     neurons = select_neurons(screen_rows, source.neurons(), cfg.sample, cfg.polysemantic, cfg.seed)
     expl_path = out / "explanations.jsonl"
     have = {(r["layer"], r["index"], r["method"]) for r in read_jsonl(expl_path, "an explanations file")}
@@ -189,7 +194,7 @@ def run(out: str | Path = "runs/default", cfg: RunConfig | None = None, *, quiet
         _say("[5/5] report: done, kept", quiet)
     else:
         _say("[5/5] report", quiet)
-        build_report(out, report_dir, store=store, progress=not quiet)
+        build_report(out, report_dir, store=store, progress=not quiet, activations=acts)
         done("report", t0)
     index = report_dir / "index.html"
     _say(f"report -> {index.resolve().as_uri()}", quiet)

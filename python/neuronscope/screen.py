@@ -13,11 +13,15 @@ how many modes a neuron has.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .cluster import hierarchical
 from .store import NeuronStore
+
+if TYPE_CHECKING:
+    from .activations import ActivationSource
 
 
 @dataclass
@@ -44,16 +48,20 @@ class ScreenRow:
 
 
 def screen(store: NeuronStore, layers: list[int] | None = None, *, top: int = 32, min_share: float = 0.15,
-           dims: int = 256, seed: int = 0) -> list[ScreenRow]:
+           dims: int = 256, seed: int = 0, activations: ActivationSource | None = None) -> list[ScreenRow]:
     """Ranks every neuron of ``layers`` (default all) by how many separate contexts its top tokens form.
 
     ``top``: strongest tokens per neuron used (≤ the store's k); ``dims``: the (N,) activation vectors are
     projected to this many dimensions with a seeded Gaussian map first (cosines are kept to within a few
     percent, Johnson–Lindenstrauss, and the clustering of thousands of neurons gets ~N/dims times cheaper).
-    Returns rows sorted most polysemantic first.
+    ``activations``: the store's activation source (default: its subject model). Returns rows sorted most
+    polysemantic first.
     """
+    from .activations import activation_source
+
     layers = store.layers if layers is None else sorted(layers)
-    store.cache_layers(layers)  # one forward pass; a no-op when an explainer has cached them already
+    activations = activations if activations is not None else activation_source(store)
+    activations.prepare(layers)  # one forward pass; a no-op when an explainer has prepared them already
     rng = np.random.default_rng(seed)
     tokens = store.tokens.tokens
     rows: list[ScreenRow] = []
@@ -66,7 +74,7 @@ def screen(store: NeuronStore, layers: list[int] | None = None, *, top: int = 32
         if dims and dims < n:
             proj = (rng.standard_normal((n, dims)) / np.sqrt(dims)).astype(np.float32)
         uniq = np.unique(pos[pos >= 0])
-        vecs = store.subject_activations_at(layer, np.arange(n), uniq) - mean
+        vecs = activations.vectors(layer, uniq) - mean
         if proj is not None:
             vecs = vecs @ proj
         where = np.searchsorted(uniq, np.where(pos >= 0, pos, uniq[0] if len(uniq) else 0))

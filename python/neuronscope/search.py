@@ -14,7 +14,6 @@ A neuron matches as well as its best mode; results are one per neuron.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, StoreError
-from .explanations.files import read_jsonl
-from .io import write_text
+from .io import fingerprint, read_jsonl, write_text
 
 FORMAT = 1
 EMBEDDER = "all-MiniLM-L6-v2"
@@ -44,15 +42,6 @@ class SearchHit:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def fingerprint(path: str | Path) -> str:
-    """sha256 of a file's bytes (what a saved index or report was built from)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _faiss():
@@ -79,7 +68,7 @@ def _entries(rows: list[dict], method: str) -> list[dict]:
 
 def build_index(explanations: str | Path, out: str | Path, *, method: str = "neuronscope") -> int:
     """Embeds every mode of ``method``'s explanations and saves the index under ``out``; returns the entry count."""
-    from .scoring.simulate import embed_texts
+    from .embedding import embed_texts
 
     explanations, out = Path(explanations), Path(out)
     rows = read_jsonl(explanations, "an explanations file")
@@ -154,7 +143,7 @@ class SearchIndex:
 
     def query(self, text: str, k: int = 10) -> list[SearchHit]:
         """The k neurons whose best mode is nearest to ``text``, most similar first."""
-        from .scoring.simulate import embed_texts
+        from .embedding import embed_texts
 
         if not text.strip():
             raise ConfigError("search query is empty")

@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -27,6 +27,10 @@ from .errors import StoreError
 from .io import write_json, write_safetensors
 from .mining.spec import MiningConfig
 from .mining.stats import LayerStats
+from .records import QUANTILES, Exemplar, NeuronRecord, display_tokens
+
+if TYPE_CHECKING:
+    from .activations import ActivationSource
 
 FORMAT = 1
 
@@ -101,9 +105,7 @@ class NeuronStore:
         self.manifest = read_manifest(self.path)
         self.config = MiningConfig.from_dict(self.manifest["mining"])
         self._stats: dict[int, LayerStats] = {}
-        self._subject = None
         self._tokenizer = None
-        self._cache: tuple[np.ndarray, dict[int, np.ndarray]] | None = None  # (row of position, {layer: (rows, N)})
 
     def __repr__(self) -> str:
         return (f"NeuronStore({str(self.path)!r}, model={self.model_id!r}, layers={self.layers}, "
@@ -168,19 +170,8 @@ class NeuronStore:
         bounds = bin_bounds(self.config, float(st.min[index]), float(st.max[index]))
         return quantiles_from_hist(st.hist[index].numpy(), bounds, np.asarray(qs, dtype=np.float64))
 
-    def subject(self):
-        """The subject model (loaded on first use) for recomputing activations."""
-        if self._subject is None:
-            from .models import load_subject
-
-            m = self.manifest["model"]
-            self._subject = load_subject(m["id"], dtype=m.get("dtype", "float32"))
-        return self._subject
-
     def tokenizer(self):
-        """The subject's tokenizer (without loading the model when it is not loaded yet)."""
-        if self._subject is not None:
-            return self._subject.tokenizer
+        """The subject's tokenizer, read from the model's files (the model itself is not loaded)."""
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
@@ -189,120 +180,14 @@ class NeuronStore:
             self._tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self.model_id))
         return self._tokenizer
 
-    def set_subject(self, subject) -> None:
-        """Uses an already loaded subject (e.g. a randomly initialised test model)."""
-        self._subject = subject
-
-    @cached_property
-    def planted(self) -> np.ndarray | None:
-        """(tokens, N) planted activations of a planted store (see ``eval.planted``), None for a mined one."""
-        info = self.manifest.get("planted")
-        if not info:
-            return None
-        try:
-            return np.load(self.path / info["activations"], mmap_mode="r")
-        except (OSError, ValueError) as e:
-            raise StoreError(f"{self.path}: unreadable planted activations ({e})") from None
-
-    @property
-    def feature_layer(self) -> int:
-        """For a planted store, the subject layer whose activation vectors serve as token features."""
-        return int((self.manifest.get("planted") or {}).get("feature_layer", 0))
-
-    def cache_layers(self, layers: int | list[int], max_bytes: int = 6 << 30) -> bool:
-        """Computes every neuron of ``layers`` at every mined token in one pass and keeps them in memory.
-
-        Afterwards :meth:`activations_at` for these layers is a lookup (agents, probes and evidence then cost
-        no forward pass). Returns False, caching nothing, when ``tokens × neurons × layers × 4`` exceeds
-        ``max_bytes``. A new call replaces the previous cache; :meth:`drop_cache` frees it.
-        """
-        from .models.hooks import layer_activations
-
-        layers = sorted({layers} if isinstance(layers, int) else set(layers))
-        if self.planted is not None:
-            layers = [self.feature_layer]  # planted values are a lookup already; cache the model's features
-        if self._cache is not None and set(layers) <= set(self._cache[1]):
-            return True
-        self.drop_cache()
-        starts, lengths = self.sequences
-        seqs = np.asarray([s for a, b in self.manifest.get("sequences", [[0, len(starts)]])
-                           for s in range(int(a), int(b))], dtype=np.int64)
-        n_tok = int(lengths[seqs].sum()) if len(seqs) else 0
-        subject, pk, filled = self.subject(), self.packing, 0
-        width = subject.n_neurons
-        if n_tok * width * len(layers) * 4 > max_bytes:
-            return False
-        row = np.full(self.tokens.n_tokens, -1, dtype=np.int64)
-        mats = {layer: np.zeros((n_tok, width), dtype=np.float32) for layer in layers}
-        for i in range(0, len(seqs), 16):
-            chunk = seqs[i : i + 16]
-            ids, mask, index, pos = pk.batch(self.tokens, starts[chunk], lengths[chunk])
-            acts = layer_activations(subject, ids.to(subject.device), mask.to(subject.device), layers)
-            for layer in layers:
-                a = acts[layer]
-                flat = a.reshape(-1, a.shape[-1])[index.to(a.device)].float().cpu().numpy()
-                mats[layer][filled : filled + len(flat)] = flat
-            row[pos.numpy()] = np.arange(filled, filled + len(pos))
-            filled += len(pos)
-        self._cache = (row, mats)
-        return True
-
-    def is_cached(self, layer: int) -> bool:
-        """True when :meth:`cache_layers` holds ``layer`` (its activations are a lookup)."""
-        return self._cache is not None and layer in self._cache[1]
-
-    def drop_cache(self) -> None:
-        """Frees the cache of :meth:`cache_layers`."""
-        self._cache = None
-
-    def activations_at(self, layer: int, neurons: np.ndarray | list[int], positions: np.ndarray | list[int]) -> np.ndarray:
-        """Recomputes activations exactly as mined: ``(P,)`` positions × ``(M,)`` neurons → ``(P, M)`` float32.
-
-        Each position is run inside the packed sequence it was mined in (or read from the layer cache).
-        """
-
-        positions = np.asarray(positions, dtype=np.int64)
-        if self.planted is not None:
-            self._check(layer, 0)
-            return np.asarray(self.planted[positions][:, np.asarray(neurons, dtype=np.int64)], dtype=np.float32)
-        return self.subject_activations_at(layer, neurons, positions)
-
-    def subject_activations_at(self, layer: int, neurons: np.ndarray | list[int],
-                               positions: np.ndarray | list[int]) -> np.ndarray:
-        """The subject model's own activations (also for a planted store, whose ``activations_at`` is planted)."""
-        from .models.hooks import layer_activations
-
-        positions = np.asarray(positions, dtype=np.int64)
-        if self._cache is not None and layer in self._cache[1] and len(positions):
-            rows = self._cache[0][positions]
-            if (rows >= 0).all():
-                # Gather only the asked columns: rows × all neurons first would copy (P, N) to keep (P, M).
-                return self._cache[1][layer][np.ix_(rows, np.asarray(neurons, dtype=np.int64))]
-        neurons = torch.as_tensor(np.asarray(neurons, dtype=np.int64))
-        pk = self.packing
-        starts, lengths = self.sequences
-        seq = np.searchsorted(starts, positions, side="right") - 1
-        out = np.zeros((len(positions), len(neurons)), dtype=np.float32)
-        subject = self.subject()
-        uniq = np.unique(seq)
-        for i in range(0, len(uniq), 16):
-            chunk = uniq[i : i + 16]
-            ids, mask, index, pos = pk.batch(self.tokens, starts[chunk], lengths[chunk])
-            acts = layer_activations(subject, ids.to(subject.device), mask.to(subject.device), [layer])[layer]
-            flat = acts.reshape(-1, acts.shape[-1])[index.to(acts.device)][:, neurons.to(acts.device)].float().cpu()
-            where = np.searchsorted(pos.numpy(), positions)
-            sel = np.isin(seq, chunk)
-            out[sel] = flat[torch.as_tensor(where[sel])].numpy()
-        return out
-
-    def neuron(self, layer: int, index: int, *, context: tuple[int, int] = (12, 4), activations: bool = True):
+    def neuron(self, layer: int, index: int, *, context: tuple[int, int] = (12, 4),
+               activations: ActivationSource | None = None) -> NeuronRecord:
         """One neuron's statistics, top (and bottom) exemplars in context, and quantile samples.
 
-        ``context`` = tokens shown before/after each exemplar (clipped to its document);
-        ``activations`` recomputes the neuron's activation on every context token with the subject model.
+        ``context`` = tokens shown before/after each exemplar (clipped to its document); with an
+        ``activations`` source (``neuronscope.activations.activation_source(store)``) the neuron's
+        activation on every context token is recomputed too.
         """
-        from .records import neuron_record
-
         self._check(layer, index)
         return neuron_record(self, layer, index, context=context, activations=activations)
 
@@ -322,6 +207,66 @@ class NeuronStore:
             "backend": m.get("backend"),
             "seconds": m.get("seconds"),
         }
+
+
+def _exemplars(store: NeuronStore, layer: int, index: int, positions: np.ndarray, values: np.ndarray,
+               context: tuple[int, int], activations: ActivationSource | None,
+               strata: np.ndarray | None = None) -> list[Exemplar]:
+    tok = store.tokens
+    keep = positions >= 0
+    positions, values = positions[keep], values[keep]
+    strata = strata[keep] if strata is not None else None
+    windows = [tok.window(int(p), *context) for p in positions]
+    tokenizer = store.tokenizer()
+    acts = None
+    if activations is not None and len(positions):
+        flat = np.concatenate([np.arange(a, b) for a, b in windows])
+        acts_flat = activations.at(layer, [index], flat)[:, 0]
+        splits = np.cumsum([b - a for a, b in windows])[:-1]
+        acts = np.split(acts_flat, splits)
+    out = []
+    for i, (p, v) in enumerate(zip(positions.tolist(), values.tolist(), strict=True)):
+        a, b = windows[i]
+        ids = tok.tokens[a:b].tolist()
+        strs = tokenizer.convert_ids_to_tokens(ids)
+        pieces = display_tokens(tokenizer, ids)
+        out.append(Exemplar(
+            position=p, activation=float(v), token_ids=ids, tokens=list(strs), pieces=pieces, focus=p - a,
+            acts=acts[i].tolist() if acts is not None else None,
+            stratum=int(strata[i]) if strata is not None else None,
+        ))
+    return out
+
+
+def neuron_record(store: NeuronStore, layer: int, index: int, *, context: tuple[int, int],
+                  activations: ActivationSource | None) -> NeuronRecord:
+    """The :class:`NeuronRecord` of one neuron (exemplar activations recomputed when a source is given)."""
+    st = store.stats(layer)
+    n = int(st.count[index])
+    var = float(st.m2[index]) / n if n else float("nan")
+    qs = store.quantiles(layer, index, list(QUANTILES))
+    s, r = store.config.n_strata, store.config.samples_per_stratum
+    sample_pos = st.sample_positions[index].reshape(-1).numpy()
+    sample_val = st.sample_values[index].reshape(-1).numpy()
+    sample_strata = np.repeat(np.arange(s), r)
+    return NeuronRecord(
+        layer=layer,
+        index=index,
+        count=n,
+        mean=float(st.mean[index]),
+        std=var ** 0.5,
+        min=float(st.min[index]),
+        max=float(st.max[index]),
+        frac_positive=float(st.positive[index]) / n if n else float("nan"),
+        nonfinite=int(st.nonfinite[index]),
+        quantiles=dict(zip(QUANTILES, qs.tolist(), strict=True)),
+        hist=st.hist[index].numpy(),
+        top=_exemplars(store, layer, index, st.topk_positions[index].numpy(), st.topk_values[index].numpy(),
+                       context, activations),
+        bottom=_exemplars(store, layer, index, st.bottomk_positions[index].numpy(),
+                          st.bottomk_values[index].numpy(), context, activations),
+        samples=_exemplars(store, layer, index, sample_pos, sample_val, context, activations, sample_strata),
+    )
 
 
 def open_store(path: str | Path) -> NeuronStore:

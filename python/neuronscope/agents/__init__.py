@@ -1,7 +1,15 @@
-"""The explainers: the NeuronScope agent loop (offline or LLM) and the single-pass baseline."""
+"""The explainers: the NeuronScope agent loop (offline or LLM) and the single-pass baseline, behind one interface.
 
-from .explain import METHODS, explain, parse_neurons
-from .offline import AgentResult, OfflineConfig, OfflineNeuronScope, single_pass
+``base`` (Explainer, AgentConfig, AgentResult), ``explainers`` (the four explainers and what they share),
+``run`` (the ``explain`` stage), ``offline`` / ``proposals`` / ``workspace`` (the offline loop),
+``llm_agents`` (the LLM roles), ``baseline`` (offline single-pass), ``feedback`` (features and probes), ``render`` (text).
+"""
 
-__all__ = ["METHODS", "AgentResult", "OfflineConfig", "OfflineNeuronScope", "explain", "parse_neurons",
-           "single_pass"]
+from .base import AgentConfig, AgentResult, Explainer, OfflineConfig
+from .explainers import METHODS, ExplainContext, make_explainer
+from .offline import OfflineNeuronScope
+from .run import explain, parse_neurons
+from .baseline import single_pass
+
+__all__ = ["METHODS", "AgentConfig", "AgentResult", "ExplainContext", "Explainer", "OfflineConfig",
+           "OfflineNeuronScope", "explain", "make_explainer", "parse_neurons", "single_pass"]

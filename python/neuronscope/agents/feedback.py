@@ -3,19 +3,26 @@
 Features for mode clustering are the subject layer's whole MLP activation vector at each token
 (the model's own contextual representation at the neuron's layer) when a NeuronStore is at hand;
 all-MiniLM-L6-v2 contextual token embeddings otherwise (imported records carry no model).
-Probes are corpus windows, outside the neuron's evidence, where a mode's conditions fire; their
-activations are recomputed with the subject model, so the refinement sees real feedback.
+Probes are corpus windows, outside the neuron's evidence, where a mode's conditions fire, and probe
+texts written by an LLM; their activations come from the store's activation source (the subject model,
+or the planted definition), so the refinement sees real feedback.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from ..explanations.conditions import ConditionEvaluator
-from ..explanations.model import MAX_OFFSET, Mode
-from ..scoring.evidence import NeuronEvidence, Window, WindowBatch
-from .offline import FeatureFn, ProbeFn, torch_threads
+from ..explanations.model import Mode
+from ..scoring.evidence import NeuronEvidence, Window, WindowBatch, corpus_window
+from .threads import torch_threads
+from .workspace import FeatureFn, ProbeFn
+
+ProbeTextFn = Callable[[list[str]], list[Window]]
+"""``probe_texts(texts)`` → one window per text with the neuron's real activations."""
 
 
 def scored_positions(batch: WindowBatch) -> np.ndarray:
@@ -29,6 +36,7 @@ def scored_positions(batch: WindowBatch) -> np.ndarray:
 
 
 def minilm_features(vocab) -> FeatureFn:
+    """all-MiniLM-L6-v2 contextual embeddings of the tokens (for evidence without a subject model)."""
     from ..scoring.simulate import EmbedSimulator
 
     sim = EmbedSimulator(vocab)
@@ -46,8 +54,8 @@ def word_features(vocab) -> FeatureFn:
     its neighbours); the word's own embedding carries the category ("file", "path" vs "def", "class").
     Embeddings are computed once per vocabulary id and cached.
     """
+    from ..embedding import embed_texts
     from ..explanations.model import normalise
-    from ..scoring.simulate import embed_texts
 
     cache: dict[int, np.ndarray] = {}
 
@@ -75,13 +83,13 @@ def joint_features(*fns: FeatureFn) -> FeatureFn:
     return features
 
 
-def store_features(store, layer: int, vocab, known: dict[int, np.ndarray] | None = None) -> FeatureFn:
-    """The layer's activation vectors at the tokens: from ``known`` (kept with the evidence) or recomputed.
+def store_features(activations, layer: int, vocab, known: dict[int, np.ndarray] | None = None) -> FeatureFn:
+    """The feature layer's activation vectors at the tokens: from ``known`` (kept with the evidence) or fetched.
 
-    For a planted store the subject model's own vectors at its ``feature_layer`` are used.
+    ``activations``: the store's ActivationSource; its ``feature_layer(layer)`` says which subject layer
+    represents the tokens (the neuron's own layer for a mined store).
     """
-    if store.planted is not None:
-        layer, known = store.feature_layer, {}
+    flayer = activations.feature_layer(layer)
     fallback = minilm_features(vocab)
     known = {} if known is None else known
 
@@ -92,16 +100,19 @@ def store_features(store, layer: int, vocab, known: dict[int, np.ndarray] | None
         missing = np.unique([p for p in pos.tolist() if p not in known])
         if len(missing):
             with torch_threads(None):
-                acts = store.subject_activations_at(layer, np.arange(store.subject().n_neurons), missing)
+                acts = activations.vectors(flayer, missing)
             known.update(zip(missing.tolist(), acts, strict=True))
         return np.stack([known[p] for p in pos.tolist()]).astype(np.float32)
 
     return features
 
 
-def store_probe(store, evidence: NeuronEvidence, evaluator: ConditionEvaluator, *, context: tuple[int, int] = (12, 4),
-                scan_tokens: int = 50_000, seed: int = 0) -> ProbeFn:
-    """Probe retrieval over a seeded random stretch of the mined corpus, never inside the evidence windows."""
+def store_probe(store, activations, evidence: NeuronEvidence, evaluator: ConditionEvaluator, *,
+                context: tuple[int, int] = (12, 4), scan_tokens: int = 50_000, seed: int = 0) -> ProbeFn:
+    """Probe retrieval over a seeded random stretch of the mined corpus, never inside the evidence windows.
+
+    ``store``: the NeuronStore (its token store); ``activations``: its ActivationSource.
+    """
     from ..scoring.evidence import covered_positions
 
     tok = store.tokens
@@ -117,7 +128,7 @@ def store_probe(store, evidence: NeuronEvidence, evaluator: ConditionEvaluator, 
         """Up to n probe windows per mode, all recomputed in one pass over the sequences they fall in.
 
         When the neuron's activations over the scanned stretch are a lookup (a planted store, or the layer
-        cached by ``cache_layers``), n more windows sit on its strongest activations that no mode explains:
+        prepared by the activation source), n more windows sit on its strongest activations that no mode explains:
         the activation feedback that finds a mode the evidence never showed (a weaker meaning whose tokens
         the top-k and the quantile samples happened to miss).
         """
@@ -137,8 +148,8 @@ def store_probe(store, evidence: NeuronEvidence, evaluator: ConditionEvaluator, 
             cand = np.asarray([p for p in (a + np.flatnonzero(fires)).tolist() if p not in taken], dtype=np.int64)
             if len(cand):
                 picks.append(rng.choice(cand, size=min(n, len(cand)), replace=False))
-        if store.planted is not None or store.is_cached(evidence.layer):
-            acts = store.activations_at(evidence.layer, [evidence.index], np.arange(a, a + span))[:, 0]
+        if activations.is_lookup(evidence.layer):
+            acts = activations.at(evidence.layer, [evidence.index], np.arange(a, a + span))[:, 0]
             acts = np.where(explained | ~np.isfinite(acts), -np.inf, acts)
             order = np.argsort(-acts, kind="stable")[: 4 * n]
             missed = [a + int(i) for i in order if acts[i] > 0 and a + int(i) not in taken][:n]
@@ -150,15 +161,27 @@ def store_probe(store, evidence: NeuronEvidence, evaluator: ConditionEvaluator, 
         spans = [tok.window(int(p), *context) for p in pick]
         flat = np.unique(np.concatenate([np.arange(s, e) for s, e in spans]))
         with torch_threads(None):
-            acts = store.activations_at(evidence.layer, [evidence.index], flat)[:, 0]
+            acts = activations.at(evidence.layer, [evidence.index], flat)[:, 0]
         out = []
         for p, (s, e) in zip(pick.tolist(), spans, strict=True):
-            rows = np.searchsorted(flat, np.arange(s, e))
-            d = int(tok.doc_of(s))
-            left = tok.tokens[max(int(tok.doc_offsets[d]), s - MAX_OFFSET) : s].astype(np.int64)
-            out.append(Window(ids=tok.tokens[s:e].astype(np.int64), acts=acts[rows], kind="probe", focus=p - s,
-                              start=s, left=left))
+            out.append(corpus_window(tok, s, e, acts[np.searchsorted(flat, np.arange(s, e))], "probe", p - s))
             taken.update(range(s, e))
         return out
 
     return probe
+
+
+def probe_texts(activations, evidence: NeuronEvidence) -> ProbeTextFn:
+    """Probe texts (written by the refinement agent) through the activation source, one window per text."""
+
+    def run(texts: list[str]) -> list[Window]:
+        out = []
+        with torch_threads(None):
+            got = activations.on_texts(texts, evidence.layer, [evidence.index])
+        for ids, acts in got:
+            if len(ids):
+                a = acts[:, 0]
+                out.append(Window(ids=ids, acts=a, kind="probe", focus=int(np.argmax(a))))
+        return out
+
+    return run

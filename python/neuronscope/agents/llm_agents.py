@@ -6,31 +6,31 @@ validated and checked on the train split, and offline candidates fill what it mi
 (label + description per mode) and refinement agent (it sees false negatives, false positives, the
 score, and the subject model's real activations on the probe texts it wrote last round, and returns
 revised modes + new probes). A revision is kept only if the train score rises; two rounds without gain
-or the round budget end the loop. Clustering stays in the C++ core.
+or the round budget end the loop. Clustering stays in the C++ core. The stage driver and the
+:class:`~neuronscope.agents.base.Explainer` wrappers are in ``explain.py`` / ``explainers.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError, ExplanationError, LLMError
+from ..errors import ExplanationError
 from ..explanations.conditions import ConditionEvaluator
-from ..explanations.files import write_jsonl
 from ..explanations.model import Condition, Explanation, Mode, condition_from_dict
+from ..prompts import conditions_doc, load_prompt
 from ..scoring.batch import score_conditions
-from ..scoring.evidence import NeuronEvidence, Window, WindowBatch
-from .offline import AgentResult, OfflineConfig, OfflineNeuronScope, _build_mode, _candidates, torch_threads
-from .prompts import conditions_doc, load_prompt
-
-ProbeTextFn = Callable[[list[str]], list[Window]]
-"""``probe_texts(texts)`` → one window per text with the neuron's real activations."""
+from ..scoring.evidence import NeuronEvidence, Window
+from .base import AgentConfig, AgentResult
+from .feedback import ProbeTextFn
+from .offline import OfflineNeuronScope
+from .threads import torch_threads
+from .workspace import build_mode, candidates
 
 
 def format_window(vocab, w: Window, scale: float, min_frac: float = 0.2) -> str:
@@ -118,7 +118,7 @@ class LLMNeuronScope(OfflineNeuronScope):
                     continue
                 conds, _errs = _parse_conditions(raw.get("conditions"), f"modes[{k}].conditions")
                 if conds:
-                    m = _build_mode(ws, conds)
+                    m = build_mode(ws, conds)
                     m.label = str(raw.get("label") or m.label)[:80]
                     m.description = str(raw.get("description") or m.description)[:400]
                     if m.strength > 0:
@@ -153,7 +153,7 @@ class LLMNeuronScope(OfflineNeuronScope):
     def _select(self, llm_conds: list[Condition], active: torch.Tensor) -> list[Condition]:
         """LLM conditions first, then offline candidates, each kept if precise and covering new activating tokens."""
         ws = self.ws
-        offline = [c for c in _candidates(ws, active) if c not in set(llm_conds)]
+        offline = [c for c in candidates(ws, active) if c not in set(llm_conds)]
         cands = llm_conds + offline
         if not cands:
             return []
@@ -216,7 +216,7 @@ class LLMNeuronScope(OfflineNeuronScope):
 
 
 async def llm_single_pass(evidence: NeuronEvidence, llm, evaluator: ConditionEvaluator,
-                          cfg: OfflineConfig) -> AgentResult:
+                          cfg: AgentConfig) -> AgentResult:
     """One LLM call on the top train exemplars: one mode, no contrast, no refinement (OpenAI's explainer style)."""
     t0 = time.monotonic()
     agent = OfflineNeuronScope(evidence, evaluator=evaluator, cfg=cfg)
@@ -233,111 +233,9 @@ async def llm_single_pass(evidence: NeuronEvidence, llm, evaluator: ConditionEva
                                          exemplars=format_windows(evidence.vocab, tops, ws.max, limit=20)),
                               validator=check)
     conds, errors = _parse_conditions(res.parsed.get("conditions"), "conditions")
-    mode = _build_mode(ws, conds) if conds else Mode("unexplained")
+    mode = build_mode(ws, conds) if conds else Mode("unexplained")
     mode.description = res.parsed["description"][:400]
     mode.label = mode.label or "single pass"
     e = Explanation(evidence.layer, evidence.index, [mode], method="single-pass", text=mode.description)
     transcript = [{"role": p.tag, "reply": res.text[:2000], "cached": res.cached, "errors": errors}]
     return AgentResult(e, transcript, [], time.monotonic() - t0)
-
-
-def store_probe_texts(store, evidence: NeuronEvidence) -> ProbeTextFn:
-    """Probe texts through the store's subject model (same special tokens as mining)."""
-    from ..models.probe import text_activations
-
-    def run(texts: list[str]) -> list[Window]:
-        pk = store.packing
-        out = []
-        for ids, acts in text_activations(store.subject(), texts, evidence.layer, [evidence.index],
-                                          prefix=pk.prefix, suffix=pk.suffix):
-            if len(ids):
-                a = acts[:, 0]
-                out.append(Window(ids=ids, acts=a, kind="probe", focus=int(np.argmax(a))))
-        return out
-
-    return run
-
-
-def run_llm_explain(source, neurons: Sequence[tuple[int, int]], out: str | Path, *, methods: Sequence[str],
-                    rounds: int, chunk: int, progress: bool, llm: dict | None, cfg: OfflineConfig | None = None,
-                    transport=None) -> list[dict]:
-    """The ``--backend openai`` driver of :func:`neuronscope.agents.explain` (same output lines)."""
-    from ..llm import LLMClient, LLMConfig, ResponseCache, usage_tag
-    from ..scoring.run import StoreSource
-    from .explain import _read_rows, _score_row
-
-    if not llm or not llm.get("model"):
-        raise ConfigError("the openai backend needs --model (and --base-url for a non-local server)")
-    out = Path(out)
-    conf = LLMConfig(base_url=llm.get("base_url") or "http://localhost:8000/v1", model=llm["model"],
-                     api_key_env=llm.get("api_key_env") or "OPENAI_API_KEY",
-                     concurrency=int(llm.get("concurrency") or 8),
-                     cache_path=llm.get("cache_path") or str(out.with_suffix(".llmcache.sqlite")),
-                     **{k: v for k, v in llm.items() if k in ("timeout_s", "max_retries", "backoff_base_s",
-                                                              "backoff_max_s", "max_tokens")})
-    cfg = cfg or OfflineConfig(rounds=rounds)
-    rows = _read_rows(out)
-    done = {(r["layer"], r["index"], r["method"]) for r in rows if "error" not in r}
-    rows = [r for r in rows if "error" not in r]  # failed neurons are retried
-    todo = [(layer, i) for layer, i in neurons if any((layer, i, m) not in done for m in methods)]
-    evaluator = ConditionEvaluator(source.vocab)
-    store = source.store if isinstance(source, StoreSource) else None
-    bar = None
-    if progress and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), unit="neuron", desc="explain[openai]", dynamic_ncols=True)
-
-    async def main() -> None:
-        cache = ResponseCache(conf.cache_path) if conf.cache_path else None
-        async with LLMClient(conf, cache=cache, transport=transport) as client:
-            by_layer: dict[int, list[int]] = {}
-            for layer, i in todo:
-                by_layer.setdefault(layer, []).append(i)
-            if store is not None and todo:
-                store.cache_layers(sorted(by_layer))
-            for layer, indices in sorted(by_layer.items()):
-                for a in range(0, len(indices), chunk):
-                    extra = {"feature_frac": cfg.active_frac} if store is not None else {}
-                    evs = source.evidence(layer, indices[a : a + chunk], **extra)
-
-                    async def one(ev: NeuronEvidence, method: str) -> dict:
-                        tag = f"{ev.layer}/{ev.index}/{method}"
-                        held = WindowBatch.build(ev.heldout)
-                        with usage_tag(tag):
-                            try:
-                                if method == "single-pass":
-                                    res = await llm_single_pass(ev, client, evaluator, cfg)
-                                else:
-                                    from .feedback import minilm_features, store_features
-
-                                    feats = (store_features(store, ev.layer, ev.vocab, ev.features) if store
-                                             else minilm_features(ev.vocab))
-                                    agent = LLMNeuronScope(ev, client, evaluator=evaluator, cfg=cfg, features=feats,
-                                                           probe_texts=store_probe_texts(store, ev) if store else None)
-                                    res = await agent.arun()
-                            except LLMError as e:
-                                return {"layer": ev.layer, "index": ev.index, "method": method, "backend": "openai",
-                                        "error": f"{type(e).__name__}: {e}", "usage": client.usage.summary_for(tag)}
-                        row = _score_row(res, held, evaluator, ev, method, "openai")
-                        row["usage"] = client.usage.summary_for(tag)
-                        return row
-
-                    jobs = [one(ev, m) for ev in evs for m in methods if (ev.layer, ev.index, m) not in done]
-                    for row in await asyncio.gather(*jobs):
-                        rows.append(row)
-                    if bar is not None:
-                        tot = client.usage.total
-                        bar.set_postfix(tokens=tot.prompt_tokens + tot.completion_tokens, refresh=False)
-                        bar.update(len(evs))
-                    write_jsonl(out, rows)
-            write_jsonl(out, rows)
-            if cache is not None:
-                cache.close()
-
-    try:
-        asyncio.run(main())
-    finally:
-        if bar is not None:
-            bar.close()
-    return rows

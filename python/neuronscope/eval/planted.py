@@ -6,8 +6,8 @@ corpus its activation is
     max over the modes that fire (each firing kept with probability ``keep``) of strength × (1 + 5% noise)
     + a small distractor activation on 0.5% of random tokens + N(0, 0.02 · max strength) everywhere,
 
-mined with the same miner as real neurons into layer 0 of a store whose ``activations_at`` reads the
-planted values, so an explainer sees exactly the interface of a mined store. The ground truth (modes,
+mined with the same miner as real neurons into layer 0 of a store whose activation source (``activations.PlantedActivations``) reads
+the planted values, so an explainer sees exactly the interface of a mined store. The ground truth (modes,
 the neuron's type, near-duplicate groups that count as one mode) is written beside it.
 
 The standard suite (``standard_suite``) holds 66 neurons: 12 monosemantic, 18 with 2 modes, 12 with 3,

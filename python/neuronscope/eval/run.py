@@ -38,7 +38,7 @@ def _base_store(path: str | Path, progress: bool):
 
 
 def _explain(store, neurons, out: Path, methods, backend, rounds, llm, progress) -> list[dict]:
-    from ..agents.explain import explain
+    from ..agents import explain
     from ..scoring.run import StoreSource
 
     return explain(StoreSource(store), neurons, out, methods=methods, backend=backend, rounds=rounds,
@@ -119,7 +119,7 @@ def evaluate(suite: str = "all", methods: Sequence[str] = ("single-pass", "neuro
                 per[m][kind] = _summary([it for it in mine if it["kind"] == kind], keys, seed)
         report["planted"] = {"per_method": per, "paired_score": _paired(items, methods), "neurons": items}
     if suite in ("real", "all"):
-        from ..agents.explain import parse_neurons
+        from ..agents import parse_neurons
         from ..scoring.run import StoreSource
 
         neurons = parse_neurons(f"sample:{n_real}", StoreSource(base), seed=seed)

@@ -6,8 +6,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import ExplanationError, StoreError
-from ..io import write_text
+from ..errors import ExplanationError
+from ..io import read_jsonl, write_jsonl, write_text  # noqa: F401  (JSONL helpers re-exported)
 from .model import Explanation
 
 
@@ -47,25 +47,3 @@ def read_explanations(path: str | Path) -> list[Explanation]:
 def write_explanations(path: str | Path, explanations: Iterable[Explanation]) -> None:
     """Writes JSON Lines atomically (temp file + rename)."""
     write_jsonl(path, (e.to_dict() for e in explanations))
-
-
-def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    """Writes dicts as JSON Lines atomically."""
-    write_text(path, "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows))
-
-
-def read_jsonl(path: str | Path, what: str = "JSON Lines") -> list[dict]:
-    """The rows of a JSON Lines output file ([] when it does not exist yet); a corrupt line is a StoreError
-    naming the file and line, so a resumed run never overwrites a file it cannot read."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise StoreError(f"{path}:{n} is not {what}; remove the file or choose another --out") from None
-    return rows

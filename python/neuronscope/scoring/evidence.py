@@ -69,8 +69,9 @@ class NeuronEvidence:
     """count, mean, std, min, max, frac_positive and quantiles ``q0.5`` ... when known."""
     source: str = ""
     features: dict[int, np.ndarray] = field(default_factory=dict)
-    """Global position → the layer's whole activation vector (N,) there, for the neuron's strongest tokens
-    (kept by ``store_evidence(feature_frac=...)`` from the same forward pass; used to cluster modes)."""
+    """Global position → the feature layer's whole activation vector (N,) there, for the neuron's strongest
+    tokens (kept by ``store_evidence(feature_frac=...)``, from the same forward pass for a mined store; used
+    to cluster modes)."""
 
     @property
     def max_activation(self) -> float:
@@ -183,8 +184,20 @@ class _Plan:
     """(start, stop, focus_position, kind, stratum, heldout)."""
 
 
+def corpus_window(tokens, start: int, stop: int, acts: np.ndarray, kind: str, focus: int = -1) -> Window:
+    """The window ``[start, stop)`` of a token store with its left context from the same document.
+
+    ``acts``: (stop - start,) the neuron's activations there; ``focus``: index in the window (-1: none).
+    """
+    d = int(tokens.doc_of(start))
+    left_lo = max(int(tokens.doc_offsets[d]), start - MAX_OFFSET)
+    return Window(ids=tokens.tokens[start:stop].astype(np.int64), acts=acts, kind=kind, focus=focus, start=start,
+                  left=tokens.tokens[left_lo:start].astype(np.int64))
+
+
 def store_evidence(
     store,
+    activations,
     layer: int,
     indices: Sequence[int],
     *,
@@ -196,7 +209,7 @@ def store_evidence(
 ) -> list[NeuronEvidence]:
     """Evidence for neurons ``indices`` of ``layer`` of a NeuronStore, activations recomputed in one batched pass.
 
-    context: tokens before/after each exemplar (clipped to its document); n_random: random windows per
+    activations: the :class:`~neuronscope.activations.ActivationSource` of the store; context: tokens before/after each exemplar (clipped to its document); n_random: random windows per
     split (default: the number of held-out top windows); feature_frac: also keep the layer's whole
     activation vector at every train token reaching this share of the neuron's train maximum (computed
     in the same forward pass). Returns one NeuronEvidence per index.
@@ -237,9 +250,12 @@ def store_evidence(
     spans = [(a, b) for plan in plans for a, b, *_ in plan.windows]
     flat = np.unique(np.concatenate([np.arange(a, b) for a, b in spans])) if spans else np.zeros(0, np.int64)
     cols = list(map(int, indices))
-    if feature_frac is not None:
+    # With features asked for, the layer's whole vectors come from the same pass when the neuron's own layer
+    # represents its tokens (a mined store); otherwise (planted) they are fetched from the feature layer.
+    same_pass = feature_frac is not None and activations.feature_layer(layer) == layer
+    if same_pass:
         cols = list(range(store.n_neurons))
-    acts_all = store.activations_at(layer, cols, flat) if flat.size else None
+    acts_all = activations.at(layer, cols, flat) if flat.size else None
 
     out = []
     for j, plan in enumerate(plans):
@@ -247,12 +263,8 @@ def store_evidence(
         train, held = [], []
         for a, b, focus, kind, _stratum, is_held in plan.windows:
             rows = np.searchsorted(flat, np.arange(a, b))
-            d = int(tok.doc_of(a))
-            left_lo = max(int(tok.doc_offsets[d]), a - MAX_OFFSET)
-            col = idx if feature_frac is not None else j
-            w = Window(ids=tok.tokens[a:b].astype(np.int64), acts=acts_all[rows, col], kind=kind,
-                       focus=focus - a if focus >= 0 else -1, start=a,
-                       left=tok.tokens[left_lo:a].astype(np.int64))
+            col = idx if same_pass else j
+            w = corpus_window(tok, a, b, acts_all[rows, col], kind, focus - a if focus >= 0 else -1)
             (held if is_held else train).append(w)
         n = int(st.count[idx])
         stats = {"count": float(n), "mean": float(st.mean[idx]),
@@ -264,10 +276,12 @@ def store_evidence(
         feats: dict[int, np.ndarray] = {}
         if feature_frac is not None and train:
             top = max(float(w.acts.max()) for w in train if w.acts.size)
-            for w in train:
-                for k in np.flatnonzero(w.acts >= feature_frac * top):
-                    p = w.start + int(k)
-                    feats[p] = acts_all[np.searchsorted(flat, p)].copy()
+            strong = sorted({w.start + int(k) for w in train for k in np.flatnonzero(w.acts >= feature_frac * top)})
+            if same_pass:
+                feats = {p: acts_all[np.searchsorted(flat, p)].copy() for p in strong}
+            elif strong:
+                vecs = activations.vectors(activations.feature_layer(layer), strong)
+                feats = dict(zip(strong, vecs, strict=True))
         out.append(NeuronEvidence(layer=layer, index=idx, vocab=vocab, train=train, heldout=held, stats=stats,
                                   source=str(store.path), features=feats))
     return out

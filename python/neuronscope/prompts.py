@@ -1,4 +1,4 @@
-"""Prompts as versioned package data (``agents/prompts/*.md``): a ``version:`` line, a ``system:`` line, a ``user:`` body."""
+"""Prompts as versioned package data (``prompts/*.md``): a ``version:`` line, a ``system:`` line, a ``user:`` body."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Prompt:
 @cache
 def load_prompt(name: str) -> Prompt:
     """The prompt ``name`` from the package's prompts directory."""
-    path = resources.files("neuronscope.agents") / "prompts" / f"{name}.md"
+    path = resources.files("neuronscope") / "prompts" / f"{name}.md"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -45,4 +45,4 @@ def load_prompt(name: str) -> Prompt:
 
 def conditions_doc() -> str:
     """The condition language as the prompts explain it."""
-    return (resources.files("neuronscope.agents") / "prompts" / "conditions.md").read_text(encoding="utf-8").strip()
+    return (resources.files("neuronscope") / "prompts" / "conditions.md").read_text(encoding="utf-8").strip()

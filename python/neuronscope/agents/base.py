@@ -1,0 +1,68 @@
+"""The seam every explainer sits behind: one interface, one config, one result type.
+
+An explainer (offline NeuronScope, LLM NeuronScope, single-pass offline or LLM) turns one neuron's
+:class:`~neuronscope.scoring.evidence.NeuronEvidence` into an :class:`AgentResult`; the ``explain``
+stage driver (``agents/explain.py`` over ``stage.py``) runs any of them the same way: resume, chunks,
+failure records, retries and atomic writes are the driver's, never the explainer's.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from ..explanations.model import Explanation
+from ..scoring.evidence import NeuronEvidence
+
+
+@dataclass
+class AgentConfig:
+    """Settings of the NeuronScope loop, shared by the offline and LLM backends (train-only decisions)."""
+
+    active_frac: float = 0.2
+    """Activating tokens: train activation ≥ this share of the train maximum."""
+    min_precision: float = 0.5
+    """Keep a condition when its mean activation where it fires ≥ this share of the activating threshold."""
+    max_modes: int = 6
+    min_mode_share: float = 0.02
+    """Clusters holding less than this share of the activating mass are merged into their nearest neighbour."""
+    merge_similarity: float = 0.1
+    """Two modes may be merged for parsimony only if the centred centroids of their activating tokens
+    have at least this cosine (different concepts are near-orthogonal once the common direction is gone)."""
+    cluster_distance: float | None = 0.6
+    """Average-linkage cut (cosine distance) for grouping components; None = best-silhouette automatic cut."""
+    rounds: int = 4
+    probes_per_mode: int = 6
+    probe_rounds: int = 2
+    """Rounds that fetch probes (each costs subject-model forward passes)."""
+    prune_frac: float = 0.3
+    """False positive: a token of a set whose own mean activation is below this share of the mode's strength."""
+    single_pass_tokens: int = 12
+    parsimony: float = 0.001
+    """A proposal with fewer modes is accepted if it loses at most this much train score."""
+
+
+OfflineConfig = AgentConfig
+"""Former name of :class:`AgentConfig` (kept for one release)."""
+
+
+@dataclass
+class AgentResult:
+    """What an explainer returns for one neuron."""
+
+    explanation: Explanation
+    transcript: list[dict] = field(default_factory=list)
+    round_scores: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+
+class Explainer(ABC):
+    """Explains one neuron at a time. ``method`` and ``backend`` name it in the output lines."""
+
+    method: str
+    backend: str
+
+    @abstractmethod
+    async def explain(self, evidence: NeuronEvidence) -> AgentResult:
+        """One neuron's explanation from its evidence (train split only; held-out data is the scorer's)."""

@@ -1,0 +1,180 @@
+"""The refinement agent's proposals, one function per kind; the loop keeps one only if the train score rises.
+
+Each function reads the current modes on the workspace's train batch and returns ``(why, new modes)``
+candidates: pruning false positives, strength splits, generalising a token set to its shape, context
+restriction of imprecise conditions, dropping or merging modes, and new conditions for false negatives.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..explanations.conditions import shifted
+from ..explanations.model import AllOf, Condition, Mode, PrevTokenIn, TokenIn, TokenRegex
+from ..scoring.batch import score_conditions
+from .workspace import SHAPE_REGEXES, atoms, build_mode, candidates, key_piece
+
+if TYPE_CHECKING:
+    from .offline import OfflineNeuronScope
+
+Proposal = tuple[str, list[Mode]]
+
+
+def prune_and_split(agent: OfflineNeuronScope, modes: list[Mode]) -> list[Proposal]:
+    """False-positive atoms pruned, and modes split by the strengths of their atoms."""
+    ws, cfg = agent.ws, agent.cfg
+    props: list[Proposal] = []
+    # False positives: atoms whose own mean activation is far below the mode strength.
+    for mi, m in enumerate(modes):
+        parts = atoms(m)
+        if len(parts) < 2:
+            continue
+        sc = score_conditions(ws.ev, parts, ws.batch)
+        bad = [a for a, mean in zip(parts, sc.mean_act, strict=True) if mean < cfg.prune_frac * m.strength]
+        if bad and len(bad) < len(parts):
+            good = [a for a in parts if a not in bad]
+            props.append((f"prune {len(bad)} false-positive conditions from mode {mi}",
+                          [*modes[:mi], build_mode(ws, good), *modes[mi + 1:]]))
+        # Strength split: atoms with clearly different activations become separate modes, cut at the
+        # widest ratio gap of their sorted mean activations (two meanings folded together sit apart there).
+        means = np.asarray(sc.mean_act, dtype=np.float64)
+        if len(parts) >= 2 and (means > 0).all():
+            srt = np.sort(means)
+            gaps = srt[1:] / srt[:-1]
+            g = int(np.argmax(gaps))
+            if gaps[g] >= 1.2:
+                cut = float(srt[g])
+                hi = [a for a, v in zip(parts, means, strict=True) if v > cut]
+                lo = [a for a, v in zip(parts, means, strict=True) if v <= cut]
+                props.append((f"split mode {mi} by strength",
+                              [*modes[:mi], build_mode(ws, hi), build_mode(ws, lo), *modes[mi + 1:]]))
+        # ... and at the median, when the strongest atoms are far above the typical one (graded strengths).
+        if len(parts) >= 2 and means.max() > 1.6 * max(float(np.median(means)), 1e-9):
+            cut = float(np.median(means))
+            hi = [a for a, v in zip(parts, means, strict=True) if v > cut]
+            lo = [a for a, v in zip(parts, means, strict=True) if v <= cut]
+            if hi and lo:
+                props.append((f"split mode {mi} by strength at the median",
+                              [*modes[:mi], build_mode(ws, hi), build_mode(ws, lo), *modes[mi + 1:]]))
+    return props
+
+
+def generalise(agent: OfflineNeuronScope, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
+    """A mode's token set generalised to the shape most of its tokens share (alone or in context)."""
+    ws = agent.ws
+    props: list[Proposal] = []
+    # Generalisation: most tokens of a mode's set share a shape → the shape itself (unseen members too).
+    for mi, m in enumerate(modes):
+        sets = [c for c in m.conditions if isinstance(c, TokenIn)]
+        if not sets:
+            continue
+        toks = sets[0].tokens
+        for shape in SHAPE_REGEXES:
+            ids = set(ws.ev.vocab_ids(shape).tolist())
+            inside = [t for t in toks if set(ws.vocab.ids_in([t]).tolist()) & ids]
+            if len(inside) >= max(2, 0.6 * len(toks)):
+                rest = [c for c in atoms(m) if not (isinstance(c, TokenIn) and c.tokens[0] in inside)]
+                props.append((f"generalise mode {mi} to {shape.describe()}",
+                              [*modes[:mi], build_mode(ws, [*rest, shape]), *modes[mi + 1:]]))
+                # ... or to the shape in the contexts the set's activating tokens were seen in.
+                hit = ws.fires(Mode("", conditions=[TokenIn(tuple(inside))])) & active
+                prev, valid = shifted(ws.batch.ids, ws.batch.seg, 1)
+                keys = sorted({key_piece(ws.vocab, i) for i in prev[ws.batch.scored][hit & valid[ws.batch.scored]]
+                               .tolist()} - {""})
+                if keys and len(keys) <= 12:
+                    ctx = AllOf((shape, PrevTokenIn(tuple(keys), 1)))
+                    props.append((f"generalise mode {mi} to {ctx.describe()}",
+                                  [*modes[:mi], build_mode(ws, [*rest, ctx]), *modes[mi + 1:]]))
+    return props
+
+
+def restrict_context(agent: OfflineNeuronScope, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
+    """Imprecise token conditions restricted to the contexts their activating tokens had."""
+    ws = agent.ws
+    props: list[Proposal] = []
+    # Context: an imprecise token condition (it fires far more weakly on average than on the activating
+    # tokens it covers) becomes "this token right after one of the tokens seen before it when active".
+    prev, valid = shifted(ws.batch.ids, ws.batch.seg, 1)
+    prev_s, valid_s = prev[ws.batch.scored], valid[ws.batch.scored]
+    y = ws.batch.acts
+    for mi, m in enumerate(modes):
+        parts = atoms(m)
+        for a_i, atom in enumerate(parts):
+            if not isinstance(atom, (TokenIn, TokenRegex)):
+                continue
+            fires = ws.ev.evaluate(atom, ws.batch.ids, ws.batch.seg)[ws.batch.scored]
+            hit = fires & active
+            if not bool(hit.any()) or float(y[fires].mean()) >= 0.8 * float(y[hit].mean()):
+                continue
+            keys = sorted({key_piece(ws.vocab, i) for i in prev_s[hit & valid_s].tolist()} - {""})
+            if keys and len(keys) <= 12:
+                ctx = AllOf((atom, PrevTokenIn(tuple(keys), 1)))
+                rest = [x for k, x in enumerate(parts) if k != a_i]
+                props.append((f"restrict {atom.describe()} to context in mode {mi}",
+                              [*modes[:mi], build_mode(ws, [*rest, ctx]), *modes[mi + 1:]]))
+    return props
+
+
+def drop_or_merge(agent: OfflineNeuronScope, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
+    """Weak modes dropped; near-duplicate modes (similar meaning) merged."""
+    ws = agent.ws
+    props: list[Proposal] = []
+    # Weak modes, and near-duplicate modes (merged when that costs at most the parsimony tolerance).
+    if len(modes) > 1:
+        for mi in range(len(modes)):
+            props.append((f"drop weak mode {mi}", modes[:mi] + modes[mi + 1:]))
+        order = np.argsort([m.strength for m in modes])
+        for a, b in itertools.pairwise(order):
+            lo, hi = sorted((int(a), int(b)))
+            if not agent.similar(modes[lo], modes[hi], active):
+                continue  # different meanings stay apart even when their strengths are alike
+            merged = build_mode(ws, atoms(modes[lo]) + atoms(modes[hi]))
+            props.append((f"merge modes {lo} and {hi}",
+                          [m for k, m in enumerate(modes) if k not in (lo, hi)] + [merged]))
+    return props
+
+
+def cover_missed(agent: OfflineNeuronScope, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
+    """False negatives: the best unused atomic conditions for activating tokens no mode covers."""
+    ws = agent.ws
+    props: list[Proposal] = []
+    # False negatives: activating tokens no mode covers → the best unused atomic condition.
+    fired = torch.zeros_like(active)
+    for m in modes:
+        fired |= ws.fires(m)
+    missed = active & ~fired
+    if bool(missed.any()):
+        used = {a for m in modes for a in atoms(m)}
+        cands = [c for c in candidates(ws, missed) if c not in used]
+        if cands:
+            sc = score_conditions(ws.ev, cands, ws.batch, positives=missed)
+            ok = np.flatnonzero((sc.focus_hits > 0) & (sc.mean_act >= agent.cfg.min_precision * ws.threshold))
+            for j in ok[np.argsort(-sc.r[ok])][:3]:
+                c = cands[int(j)]
+                alone = build_mode(ws, [c])
+                sims = [agent.similarity(alone, m, active) for m in modes]
+                if modes and sims[0] is not None:
+                    # fold it into the mode it means most alike; a new mode only when it is like none
+                    mi = int(np.argmax(sims))
+                    like = sims[mi] >= agent.cfg.merge_similarity
+                else:  # no features: the mode nearest in strength, or a new one
+                    mean = float(sc.mean_act[j])
+                    mi = int(np.argmin([abs(m.strength - mean) for m in modes])) if modes else -1
+                    like = False
+                if not like or abs(float(sc.mean_act[j]) - modes[mi].strength) > 0.2 * modes[mi].strength:
+                    props.append((f"new mode for missed tokens: {c.describe()}", [*modes, alone]))
+                if mi >= 0:
+                    props.append((f"add {c.describe()} to mode {mi}",
+                                  [*modes[:mi], build_mode(ws, [*atoms(modes[mi]), c]), *modes[mi + 1:]]))
+    return props
+
+
+def proposals(agent: OfflineNeuronScope, modes: list[Mode], kept: list[Condition],
+              active: torch.Tensor) -> list[Proposal]:
+    """Every proposal of one refinement step, in a fixed order (ties go to the earlier one)."""
+    return (prune_and_split(agent, modes) + generalise(agent, modes, active) + restrict_context(agent, modes, active)
+            + drop_or_merge(agent, modes, active) + cover_missed(agent, modes, active))

@@ -1,0 +1,136 @@
+"""The offline agent's working state and vocabulary of atomic conditions.
+
+A :class:`Workspace` holds the train evidence as one batch with the condition evaluator and the exec
+simulator; the helpers build modes from conditions (merged token sets, strength, rendered text) and
+split them back into atoms. Every role of the loop — offline or LLM — works on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..explanations.conditions import ConditionEvaluator, shifted
+from ..explanations.model import Condition, Explanation, Mode, PrevTokenIn, TokenIn, TokenRegex
+from ..scoring.evidence import NeuronEvidence, Window, WindowBatch
+from ..scoring.simulate import ExecSimulator
+from .render import render_mode
+
+SHAPE_REGEXES = (
+    TokenRegex(r"^\d+$"), TokenRegex(r"^[A-Z][a-z]+$", case_sensitive=True), TokenRegex(r"^[A-Z]+$", case_sensitive=True),
+    TokenRegex(r"^[^\w\s]+$"), TokenRegex(r"^[a-z]+$", case_sensitive=True), TokenRegex("ing$"), TokenRegex("ed$"),
+    TokenRegex("ly$"), TokenRegex("tion$"), TokenRegex("s$"),
+)
+
+ProbeFn = Callable[[list[Mode], int], list[Window]]
+"""``probe(modes, n)`` → up to n new windows per mode (with real activations) where its conditions fire."""
+FeatureFn = Callable[[WindowBatch, torch.Tensor], np.ndarray]
+"""``features(batch, token_mask)`` → (n, D) float32 contextual embeddings of the masked scored tokens."""
+
+
+def key_piece(vocab, i: int) -> str:
+    return vocab.pieces[int(i)].strip()
+
+
+class Workspace:
+    """Train evidence as a batch, with the evaluator and the exec simulator."""
+
+    def __init__(self, evidence: NeuronEvidence, evaluator: ConditionEvaluator, active_frac: float = 0.2) -> None:
+        self.evidence = evidence
+        self.active_frac = active_frac
+        self.vocab = evidence.vocab
+        self.ev = evaluator
+        self.sim = ExecSimulator(self.vocab, evaluator)
+        self.windows: list[Window] = list(evidence.train)
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        self.batch = WindowBatch.build(self.windows)
+        y = self.batch.acts
+        self.max = float(y.max()) if y.numel() else 0.0
+        # The activating threshold follows the configured share of the (possibly probe-enlarged) maximum.
+        self.threshold = self.max * self.active_frac
+
+    def score(self, modes: list[Mode]) -> float:
+        if not modes or not any(m.conditions for m in modes):
+            return 0.0
+        e = Explanation(self.evidence.layer, self.evidence.index, [m for m in modes if m.conditions])
+        s = self.sim.simulate([e], self.batch)[0]
+        from ..scoring.corr import pearson_ref
+
+        return float(pearson_ref(s.whole[None], self.batch.acts)[0])
+
+    def fires(self, mode: Mode) -> torch.Tensor:
+        return self.ev.evaluate_mode(mode, self.batch.ids, self.batch.seg)[self.batch.scored]
+
+
+def candidates(ws: Workspace, active: torch.Tensor) -> list[Condition]:
+    b, vocab = ws.batch, ws.vocab
+    scored_idx = torch.nonzero(b.scored).squeeze(1)
+    pos = scored_idx[active]
+    out: list[Condition] = []
+    seen: set[Condition] = set()
+
+    def add(c: Condition) -> None:
+        if c not in seen:
+            seen.add(c)
+            out.append(c)
+
+    for i in torch.unique(b.ids[pos]).tolist():
+        k = key_piece(vocab, i)
+        if k:
+            add(TokenIn((k,)))
+    for off in (1, 2):
+        prev, valid = shifted(b.ids, b.seg, off)
+        for i in torch.unique(prev[pos][valid[pos]]).tolist():
+            k = key_piece(vocab, i)
+            if k:
+                add(PrevTokenIn((k,), off))
+    for c in SHAPE_REGEXES:
+        add(c)
+    return out
+
+
+def merge_conditions(conds: list[Condition]) -> list[Condition]:
+    """Token sets of the same kind/offset become one condition; other conditions stay as they are."""
+    tokens: list[str] = []
+    prev: dict[int, list[str]] = {}
+    rest: list[Condition] = []
+    for c in conds:
+        if isinstance(c, TokenIn) and not c.case_sensitive:
+            tokens += list(c.tokens)
+        elif isinstance(c, PrevTokenIn) and not c.case_sensitive:
+            prev.setdefault(c.offset, []).extend(c.tokens)
+        else:
+            rest.append(c)
+    out: list[Condition] = []
+    if tokens:
+        out.append(TokenIn(tuple(tokens)))
+    for off, toks in sorted(prev.items()):
+        out.append(PrevTokenIn(tuple(toks), off))
+    return out + rest
+
+
+def atoms(mode: Mode) -> list[Condition]:
+    """A mode's conditions split back into atomic ones (one token each)."""
+    out: list[Condition] = []
+    for c in mode.conditions:
+        if isinstance(c, TokenIn):
+            out += [TokenIn((t,), c.case_sensitive) for t in c.tokens]
+        elif isinstance(c, PrevTokenIn):
+            out += [PrevTokenIn((t,), c.offset, c.case_sensitive) for t in c.tokens]
+        else:
+            out.append(c)
+    return out
+
+
+def with_strength(ws: Workspace, mode: Mode) -> Mode:
+    f = ws.fires(mode)
+    mode.strength = float(ws.batch.acts[f].mean()) if bool(f.any()) else 0.0
+    return render_mode(mode)
+
+
+def build_mode(ws: Workspace, conds: list[Condition]) -> Mode:
+    return with_strength(ws, Mode(label="", conditions=merge_conditions(conds)))

@@ -1,0 +1,117 @@
+"""One driver for every per-neuron stage (``explain``, ``score``): resume, chunks, failure records, retries,
+atomic JSON Lines writes and progress.
+
+A stage's output is one JSON Lines file of rows, each keyed (e.g. ``(layer, index, method)``). The
+driver reads what is there, drops failure rows (rows with an ``error`` field: they are retried), works
+through what is missing layer by layer in chunks of neurons, and rewrites the file atomically after every
+chunk — and on the way out, whatever stopped the run (Ctrl-C, an error), so a rerun loses nothing that
+finished. A neuron whose work raises a :class:`~neuronscope.errors.NeuronscopeError` becomes a failure
+row naming the error; the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import NeuronscopeError
+from .io import read_jsonl, write_jsonl
+
+Key = tuple[Hashable, ...]
+Emit = Callable[[dict], None]
+ChunkFn = Callable[[int, list[int], set[Key], Emit], Awaitable[None]]
+"""``compute(layer, indices, todo, emit)``: do the ``todo`` keys of these neurons, ``emit`` each finished row."""
+
+
+@dataclass
+class Stage:
+    """What a stage is: how its rows are keyed, which keys each neuron needs, how a chunk is computed."""
+
+    what: str
+    """The output's kind, for messages ("an explanations file")."""
+    row_key: Callable[[dict], Key]
+    keys: Callable[[int, int], list[Key]]
+    """The keys one neuron (layer, index) must have in the output."""
+    compute: ChunkFn
+    desc: str = "stage"
+    """Progress bar label."""
+    chunk: int = 16
+    prepare: Callable[[list[int]], None] | None = None
+    """Called once with the layers that have work, before any chunk (e.g. one caching forward pass)."""
+    postfix: Callable[[], dict] | None = None
+    """Extra progress fields after each chunk (e.g. LLM tokens)."""
+    retry_failed: bool = True
+    failures: list[dict] = field(default_factory=list)
+
+
+def failure_row(fields: dict, exc: BaseException, **extra: object) -> dict:
+    """The row recorded for a neuron whose work failed: its key fields, ``error`` and anything in ``extra``."""
+    return {**fields, "error": f"{type(exc).__name__}: {exc}", **extra}
+
+
+async def guarded(fields: dict, job: Awaitable[dict], on_error: Callable[[], dict] | None = None) -> dict:
+    """``await job``; a NeuronscopeError becomes :func:`failure_row` (plus ``on_error()``'s fields)."""
+    try:
+        return await job
+    except NeuronscopeError as e:
+        return failure_row(fields, e, **(on_error() if on_error is not None else {}))
+
+
+def _read_key(stage: Stage, row: dict, out: Path) -> Key:
+    try:
+        return stage.row_key(row)
+    except (KeyError, TypeError) as e:
+        from .errors import StoreError
+
+        raise StoreError(f"{out}: a line of {stage.what} lacks its key field {e} ({str(row)[:80]})") from None
+
+
+async def arun_stage(stage: Stage, out: str | Path, neurons: Sequence[tuple[int, int]], *,
+                     progress: bool = True) -> list[dict]:
+    """Runs (or resumes) ``stage`` for ``neurons`` into ``out``; returns every row of the output."""
+    out = Path(out)
+    rows = read_jsonl(out, stage.what)
+    keyed = [(_read_key(stage, r, out), r) for r in rows]
+    if stage.retry_failed:
+        keyed = [(k, r) for k, r in keyed if "error" not in r]
+    rows = [r for _, r in keyed]
+    done = {k for k, _ in keyed}
+    by_layer: dict[int, list[int]] = {}
+    todo: dict[tuple[int, int], set[Key]] = {}
+    for layer, index in neurons:
+        need = {k for k in stage.keys(layer, index) if k not in done}
+        if need and (layer, index) not in todo:
+            todo[(layer, index)] = need
+            by_layer.setdefault(layer, []).append(index)
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="neuron", desc=stage.desc, dynamic_ncols=True)
+    try:
+        if todo and stage.prepare is not None:
+            stage.prepare(sorted(by_layer))
+        for layer, indices in sorted(by_layer.items()):
+            for a in range(0, len(indices), stage.chunk):
+                part = indices[a : a + stage.chunk]
+                want = set().union(*(todo[(layer, i)] for i in part))
+                await stage.compute(layer, part, want, rows.append)
+                write_jsonl(out, rows)
+                if bar is not None:
+                    if stage.postfix is not None:
+                        bar.set_postfix(**stage.postfix(), refresh=False)
+                    bar.update(len(part))
+    finally:
+        if bar is not None:
+            bar.close()
+        if todo:
+            write_jsonl(out, rows)  # also on Ctrl-C or an error: every finished row stays
+    stage.failures = [r for r in rows if "error" in r]
+    return rows
+
+
+def run_stage(stage: Stage, out: str | Path, neurons: Sequence[tuple[int, int]], *, progress: bool = True) -> list[dict]:
+    """Blocking :func:`arun_stage`."""
+    return asyncio.run(arun_stage(stage, out, neurons, progress=progress))
