@@ -10,6 +10,7 @@ import pytest
 
 from browser import launch_browser, open_page
 from neuronscope.errors import ConfigError
+from neuronscope.report.data import index_row
 from neuronscope.report.html import neuron_page_name, render_site
 
 SCRIPT_TOKEN = "<script>alert(1)</script>"
@@ -159,24 +160,7 @@ def _inputs() -> tuple[list[dict], list[dict], dict]:
         _neuron(2, 7, {"neuronscope": {"modes": [{"label": "x"}, {"description": "only a description"}]}}),
         _neuron(2, 8, {"neuronscope": _method([_mode("dates", "Dates")], None)}),
     ]
-    rows = []
-    for n in neurons:
-        main = n.get("methods", {}).get("neuronscope") or n.get("methods", {}).get("single-pass") or {}
-        base = n.get("methods", {}).get("single-pass") if "neuronscope" in n.get("methods", {}) else None
-        modes = main.get("modes", [])
-        rows.append(
-            {
-                "layer": n["layer"],
-                "index": n["index"],
-                "n_modes": len(modes),
-                "score": main.get("score"),
-                "baseline_score": (base or {}).get("score"),
-                "description": "; ".join(m.get("description", "") for m in modes),
-                "labels": [m.get("label", "") for m in modes],
-                "max_act": 4.2,
-                "href": neuron_page_name(n["layer"], n["index"]),
-            }
-        )
+    rows = [index_row(n, neuron_page_name(n["layer"], n["index"])) for n in neurons]
     rows[4] = {"layer": 1, "index": 900}  # an older run's row: nothing but the key
     rows[6]["score"] = float("nan")
     meta = {
@@ -187,6 +171,39 @@ def _inputs() -> tuple[list[dict], list[dict], dict]:
         "command": "neuronscope run --layers 0-2",
     }
     return rows, neurons, meta
+
+
+def test_index_rows_are_index_row_of_the_views():
+    """The rows the fixture feeds to the renderer are the real ``index_row`` of each view, as worked by hand."""
+    rows, _, _ = _inputs()
+    assert rows[0] == {  # both methods: neuronscope is the row, single-pass its baseline
+        "layer": 0, "index": 5, "n_modes": 3, "score": 0.83, "baseline_score": 0.55,
+        "description": EVIL_DESC + "; Closing brackets; Python keywords",
+        "labels": ["2/3/4/…", EVIL_LABEL, "def/class"], "max_act": 4.2, "href": "neurons/L0_N5.html",
+    }
+    assert rows[1]["score"] == 0.41
+    assert rows[1]["baseline_score"] == 0.44
+    assert rows[2] == {  # single-pass only: it is the row's method, and there is no baseline to compare
+        "layer": 1, "index": 2, "n_modes": 1, "score": 0.62, "description": "Commas in lists",
+        "labels": ["commas"], "max_act": 4.2, "href": "neurons/L1_N2.html",
+    }
+    assert rows[3] == {  # no statistics in the view: no maximum
+        "layer": 1, "index": 493, "n_modes": 2, "score": 0.7, "description": "Alpha; Beta", "labels": ["a", "b"],
+        "max_act": None, "href": "neurons/L1_N493.html",
+    }
+    assert rows[5] == {  # modes without a description or a label, a method without a score
+        "layer": 2, "index": 7, "n_modes": 2, "description": "; only a description", "labels": ["x", ""],
+        "max_act": 4.2, "href": "neurons/L2_N7.html",
+    }
+    assert rows[6]["score"] != rows[6]["score"]  # NaN: set by the fixture over index_row's None
+    text_only = {"layer": 4, "index": 1, "stats": {"max": 2.0}, "methods": {"neuronscope": {"text": "t", "modes": []}}}
+    assert index_row(text_only, "x.html") == {
+        "layer": 4, "index": 1, "n_modes": 0, "description": "t", "labels": [], "max_act": 2.0, "href": "x.html",
+    }
+    other = {"layer": 0, "index": 0, "stats": {"max": 1.0},
+             "methods": {"a": {"score": 0.1, "modes": []}, "b": {"score": 0.2, "modes": []}}}
+    assert index_row(other, "h.html", primary="b", baseline="a")["score"] == 0.2
+    assert index_row(other, "h.html", primary="b", baseline="a")["baseline_score"] == 0.1
 
 
 @pytest.fixture(scope="module")

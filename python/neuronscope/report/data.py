@@ -19,8 +19,10 @@ import torch
 from ..explanations.conditions import ConditionEvaluator
 from ..explanations.model import Explanation
 from ..mining.spec import bin_bounds
+from ..models.registry import model_name
 from ..records import Exemplar, NeuronRecord
 from ..store import NeuronStore
+from .markup import is_undefined
 
 SHOW_TOP = 12
 """Top exemplars shown per neuron."""
@@ -35,6 +37,35 @@ def _exemplar(e: Exemplar) -> dict:
 
 def _finite(x: float | None) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _scores(d: object, keys: tuple[str, ...]) -> dict:
+    """The correlation scores among ``keys`` that ``d`` holds: a finite float, or None where it holds one that
+    is undefined (None, NaN: a constant prediction or truth, or one token). Absent keys stay absent, so the
+    page can tell "undefined" from "not scored"."""
+    if not isinstance(d, dict):
+        return {}
+    out = {}
+    for k in keys:
+        if is_undefined(d, k):
+            out[k] = None
+        elif k in d and isinstance(d[k], int | float) and not isinstance(d[k], bool):
+            out[k] = _finite(float(d[k]))
+    return out
+
+
+def _defined_scores(explanation: dict) -> dict:
+    """``explanation`` with undefined (NaN) scores left out, which ``Explanation.from_dict`` refuses."""
+    def keep(scores: object) -> object:
+        if not isinstance(scores, dict):
+            return scores
+        return {k: v for k, v in scores.items() if not (isinstance(v, float) and not np.isfinite(v))}
+
+    out = {**explanation, "scores": keep(explanation.get("scores", {}))}
+    if isinstance(explanation.get("modes"), list):
+        out["modes"] = [{**m, "scores": keep(m.get("scores", {}))} if isinstance(m, dict) and "scores" in m else m
+                        for m in explanation["modes"]]
+    return out
 
 
 def _fires(evaluator: ConditionEvaluator, mode, windows: list[Exemplar], left: list[np.ndarray]) -> np.ndarray:
@@ -63,38 +94,43 @@ def _left_context(store: NeuronStore, windows: list[Exemplar], n: int) -> list[n
 def method_view(row: dict, record: NeuronRecord, evaluator: ConditionEvaluator, left: list[np.ndarray],
                 sample_left: list[np.ndarray]) -> dict:
     """One explainer's section of a neuron page from its ``explain`` output line."""
-    e = Explanation.from_dict(row["explanation"])
+    raw = row["explanation"]
+    e = Explanation.from_dict(_defined_scores(raw) if isinstance(raw, dict) else raw)
+    raw_modes = raw.get("modes") if isinstance(raw, dict) and isinstance(raw.get("modes"), list) else []
     held = row.get("heldout") or {}
     top = record.top
     modes = []
-    for m in e.modes:
+    for k, m in enumerate(e.modes):
         fires = _fires(evaluator, m, top, left)
         picked = [top[i] for i in np.flatnonzero(fires)[:SHOW_PER_MODE]]
         if not picked and record.samples:
             sf = _fires(evaluator, m, record.samples, sample_left)
             cand = sorted((record.samples[i] for i in np.flatnonzero(sf)), key=lambda x: -x.activation)
             picked = cand[:SHOW_PER_MODE]
+        raw_scores = raw_modes[k].get("scores") if k < len(raw_modes) and isinstance(raw_modes[k], dict) else None
         modes.append({
             "label": m.label, "description": m.description, "conditions": [c.describe() for c in m.conditions],
-            "strength": _finite(m.strength), "score": _finite(m.scores.get("score")),
+            "strength": _finite(m.strength), **_scores(raw_scores, ("score",)),
             "coverage": _finite(m.scores.get("coverage")),
             "share": float(fires.mean()) if len(top) else None,
             "exemplars": [_exemplar(x) for x in picked],
         })
     return {
-        "text": e.text or e.summary, "score": _finite(held.get("score")), "coverage": _finite(held.get("coverage")),
-        "top_score": _finite(held.get("top_score")), "seconds": _finite(row.get("seconds")),
+        "text": e.text or e.summary, **_scores(held, ("score", "top_score")),
+        "coverage": _finite(held.get("coverage")), "seconds": _finite(row.get("seconds")),
         "backend": row.get("backend"), "modes": modes, "rounds": list(row.get("rounds") or []),
         "transcript": list(row.get("transcript") or []),
     }
 
 
 def neuron_view(store: NeuronStore, evaluator: ConditionEvaluator, layer: int, index: int,
-                rows: Iterable[dict]) -> dict:
+                rows: Iterable[dict], activations=None) -> dict:
     """The whole page of one neuron (see ``report.html.render_site`` for the schema)."""
-    from .build import model_name
+    if activations is None:  # the store's own source (build_report passes one shared, prepared source)
+        from ..activations import activation_source
 
-    record = store.neuron(layer, index, context=(12, 4), activations=True)
+        activations = activation_source(store)
+    record = store.neuron(layer, index, context=(12, 4), activations=activations)
     lower_upper = bin_bounds(store.config, record.min, record.max)
     counts = record.hist.astype(np.int64)
     left = _left_context(store, record.top, 8)
@@ -114,14 +150,23 @@ def neuron_view(store: NeuronStore, evaluator: ConditionEvaluator, layer: int, i
 
 
 def index_row(view: dict, href: str, primary: str = "neuronscope", baseline: str = "single-pass") -> dict:
-    """The index table's row of one neuron page."""
-    methods = view["methods"]
+    """The index table's row of one neuron page (``report.html``'s ``index_rows`` entry).
+
+    The primary method's score and, when both methods are there, the baseline's; a score the view lacks is
+    left out of the row (an undefined one is kept, as None or NaN).
+    """
+    methods = view.get("methods") or {}
     main = methods.get(primary) or next(iter(methods.values()), None) or {}
     base = methods.get(baseline) if primary in methods else None
-    modes = main.get("modes", [])
-    return {
-        "layer": view["layer"], "index": view["index"], "n_modes": len(modes), "score": main.get("score"),
-        "baseline_score": (base or {}).get("score"),
-        "description": "; ".join(m["description"] for m in modes) or main.get("text", ""),
-        "labels": [m["label"] for m in modes], "max_act": view["stats"]["max"], "href": href,
+    modes = [m for m in main.get("modes") or [] if isinstance(m, dict)]
+    row = {
+        "layer": view["layer"], "index": view["index"], "n_modes": len(modes),
+        "description": "; ".join(m.get("description") or "" for m in modes) or main.get("text", ""),
+        "labels": [m.get("label") or "" for m in modes], "max_act": (view.get("stats") or {}).get("max"),
+        "href": href,
     }
+    if "score" in main:
+        row["score"] = main["score"]
+    if isinstance(base, dict) and "score" in base:
+        row["baseline_score"] = base["score"]
+    return row

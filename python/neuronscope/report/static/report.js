@@ -1,6 +1,9 @@
 // The index table of a neuronscope report: built from the page's inline JSON block, then sorted and
 // filtered in place. Every string in that block comes from a corpus or an LLM, so it is only ever
-// inserted as text (textContent / createTextNode), never parsed as HTML.
+// inserted as text (textContent / createTextNode), never parsed as HTML, without bidi control characters
+// (one U+202E would reverse the rest of the cell), inside elements with dir="auto" (isolated).
+// A score listed in a row's `undefined` is a correlation that does not exist (constant prediction or
+// activations, or one token): it shows as "undefined", sorts with the missing values and fails "Min score".
 "use strict";
 
 (function () {
@@ -15,8 +18,30 @@
   const minScore = document.getElementById("min-score");
   const shownCount = document.getElementById("shown-count");
 
+  const UNDEFINED_WHY = "Pearson correlation is undefined here: the predicted or the true activations are " +
+    "constant on the scored tokens (e.g. the explanation never fires there), or there is only one token";
+  const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+  function clean(s) {
+    return String(s === null || s === undefined ? "" : s).replace(BIDI_CONTROLS, "");
+  }
+
   function fixed(x, digits) {
     return x === null || x === undefined ? "—" : x.toFixed(digits);
+  }
+
+  function isUndefined(r, key) {
+    return (r[key] === null || r[key] === undefined) && Array.isArray(r.undefined) && r.undefined.includes(key);
+  }
+
+  // A score cell: the value, "undefined" with the reason as its tooltip, or a dash when it is missing.
+  function scoreCell(tr, r, key, cls, format) {
+    if (isUndefined(r, key)) {
+      const td = cell(tr, "undefined", cls + " undef");
+      td.title = UNDEFINED_WHY;
+      return td;
+    }
+    return cell(tr, r[key] === null || r[key] === undefined ? "—" : format(r[key]), cls);
   }
 
   function cell(tr, text, cls) {
@@ -39,19 +64,21 @@
     link.textContent = "N" + r.index;
     cell(tr, "", "num").appendChild(link);
     cell(tr, r.n_modes === null ? "—" : String(r.n_modes), "num" + (r.n_modes > 1 ? " poly" : ""));
-    cell(tr, fixed(r.score, 2), "num");
-    cell(tr, fixed(r.baseline, 2), "num muted");
-    const delta = cell(tr, r.delta === null ? "—" : (r.delta > 0 ? "+" : "") + r.delta.toFixed(2), "num");
+    scoreCell(tr, r, "score", "num", function (v) { return fixed(v, 2); });
+    scoreCell(tr, r, "baseline", "num muted", function (v) { return fixed(v, 2); });
+    const delta = scoreCell(tr, r, "delta", "num", function (v) { return (v > 0 ? "+" : "") + v.toFixed(2); });
     if (r.delta !== null) delta.classList.add(r.delta > 0.005 ? "up" : r.delta < -0.005 ? "down" : "flat");
     const desc = cell(tr, "", "desc");
     for (const label of r.labels) {
       const chip = document.createElement("span");
       chip.className = "label";
+      chip.dir = "auto";
       chip.textContent = label;
       desc.appendChild(chip);
     }
     const text = document.createElement("span");
     text.className = "desc-text";
+    text.dir = "auto";
     text.textContent = r.description || (r.labels.length ? "" : "—");
     text.title = r.description;
     desc.appendChild(text);
@@ -60,6 +87,8 @@
 
   // Rows keep their input position as the last sort key, so equal values never shuffle.
   const items = rows.map(function (r, order) {
+    r.description = clean(r.description);
+    r.labels = (Array.isArray(r.labels) ? r.labels : []).map(clean).filter(function (s) { return s.trim(); });
     const hay = [r.layer + ":" + r.index, "l" + r.layer + ":n" + r.index, "l" + r.layer + "_n" + r.index,
       r.description].concat(r.labels).join("\n").toLowerCase();
     return { r: r, order: order, hay: hay, el: buildRow(r) };
