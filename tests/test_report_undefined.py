@@ -130,6 +130,8 @@ def test_method_view_keeps_undefined_scores_from_the_explain_row():
     assert view["score"] is None
     assert view["top_score"] == 0.25
     assert math.isnan(e["modes"][0]["scores"]["score"])  # the caller's row is not modified
+    e["modes"][1]["scores"]["score"] = "nan"  # delphi's spelling
+    assert method_view(row, record, None, [], [])["modes"][1]["score"] is None
 
 
 # ---- in Chromium ---------------------------------------------------------------------------------------

@@ -55,11 +55,12 @@ def _scores(d: object, keys: tuple[str, ...]) -> dict:
 
 
 def _defined_scores(explanation: dict) -> dict:
-    """``explanation`` with undefined (NaN) scores left out, which ``Explanation.from_dict`` refuses."""
+    """``explanation`` with undefined scores (NaN, "nan") left out, which ``Explanation.from_dict`` refuses;
+    the view reads them from the row itself."""
     def keep(scores: object) -> object:
         if not isinstance(scores, dict):
             return scores
-        return {k: v for k, v in scores.items() if not (isinstance(v, float) and not np.isfinite(v))}
+        return {k: v for k, v in scores.items() if not is_undefined(scores, k)}
 
     out = {**explanation, "scores": keep(explanation.get("scores", {}))}
     if isinstance(explanation.get("modes"), list):
