@@ -25,6 +25,8 @@ import torch
 
 from neuronscope.errors import ConfigError
 
+from ._device import interpreting, sm_count
+
 try:
     import triton
     import triton.language as tl
@@ -219,10 +221,6 @@ if triton is not None:
         tl.store(out, sxy, mask=emask[:, None] & mmask[None, :])
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 @torch.no_grad()
 def corr_triton(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """Same as :func:`corr_ref` in one Triton pass over ``pred`` (CUDA, or CPU under TRITON_INTERPRET=1).
@@ -232,7 +230,7 @@ def corr_triton(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     if triton is None:
         raise ConfigError("corr_triton needs triton (pip install triton)")
     true2, single = _check(pred, true)
-    if pred.device.type != "cuda" and not _interpreting():
+    if pred.device.type != "cuda" and not interpreting():
         raise ConfigError(f"corr_triton needs CUDA tensors (or TRITON_INTERPRET=1), got {pred.device}")
     e, t = pred.shape
     m = true2.shape[0]
@@ -251,7 +249,7 @@ def corr_triton(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     # Largest tiles that compile without spilling on sm_90 (~175 registers); 8 warps for the dot tile.
     block_e, block_m, block_t, warps = (64, 64, 16, 8) if dot else (8, 1, 512, 4)
     n_e, n_m = triton.cdiv(e, block_e), triton.cdiv(m, block_m)
-    target = 4 * torch.cuda.get_device_properties(dev).multi_processor_count if cuda else 2
+    target = 4 * sm_count(dev) if cuda else 2
     n_s = max(1, min(triton.cdiv(t, block_t), target // max(n_e * n_m, 1)))
     per = max(block_t, triton.cdiv(triton.cdiv(t, n_s), block_t) * block_t)
     n_s = max(1, triton.cdiv(t, per))

@@ -2,30 +2,28 @@
 
 The fused MLPs must leave the model's outputs unchanged (float32: within a few ulps; bfloat16: within
 bfloat16 rounding) and their statistics must equal ``mine_ref`` of exactly what each down projection
-reads. Runs the kernels under ``TRITON_INTERPRET=1`` without a CUDA device.
+reads. Runs the kernels under ``TRITON_INTERPRET=1`` without a CUDA device, and fails if the miner falls
+back to ``mine_ref`` instead of running them.
 """
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from triton_required import forbid_reference_fallback, import_triton, kernel_device
 
-pytest.importorskip("triton")
+import_triton()
 
-from neuronscope.kernels import mine as km
+from neuronscope.kernels import _mine_scan  # noqa: E402
 
-from conftest import DECODERS, tiny_subject
-from neuronscope.errors import ConfigError
-from neuronscope.mining import LayerStats, MiningConfig, mine_ref
-from neuronscope.models import blocks, down_projection
-from neuronscope.models.fused import fused_mining
-from neuronscope.models.hooks import _StopForward, neuron_hooks
-from test_kernels_mine import assert_same
+from conftest import DECODERS, tiny_subject  # noqa: E402
+from neuronscope.errors import ConfigError  # noqa: E402
+from neuronscope.mining import LayerStats, MiningConfig, mine_ref  # noqa: E402
+from neuronscope.models import blocks, down_projection  # noqa: E402
+from neuronscope.models.fused import fused_mining  # noqa: E402
+from neuronscope.models.hooks import _StopForward, neuron_hooks  # noqa: E402
+from test_kernels_mine import assert_same  # noqa: E402
 
 CFG = MiningConfig(k=5, bottom_k=3, samples_per_stratum=2, seed=4)
 GATED = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"}
@@ -33,11 +31,12 @@ GATED = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"}
 
 @pytest.fixture(scope="module")
 def device() -> str:
-    if torch.cuda.is_available():
-        return "cuda"
-    if type(km._mine_kernel).__name__ != "InterpretedFunction":
-        pytest.skip("no CUDA device and the kernels were imported without TRITON_INTERPRET=1")
-    return "cpu"
+    return kernel_device(_mine_scan._mine_kernel)
+
+
+@pytest.fixture(autouse=True)
+def kernels_only(monkeypatch) -> None:
+    forbid_reference_fallback(monkeypatch)
 
 
 def _batch(seed: int, vocab: int):

@@ -1,23 +1,22 @@
 """The Triton miner (and the fused gated activation) against ``mine_ref``: exact stores, streaming, odd shapes.
 
-On a CPU-only machine the kernels run under ``TRITON_INTERPRET=1`` (set here when no CUDA device is
-present, before the kernels are imported); the ``gpu`` tests repeat the key checks on CUDA.
+On a CPU-only machine the kernels run under ``TRITON_INTERPRET=1`` (set before the kernels are
+imported when no CUDA device is present); the ``gpu`` tests repeat the key checks on CUDA. Every test
+fails if the miner falls back to ``mine_ref`` instead of running its kernels.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import fields
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from triton_required import forbid_reference_fallback, import_triton, kernel_device
 
-triton = pytest.importorskip("triton")
+triton = import_triton()
 
-from neuronscope.kernels import mine as km  # noqa: E402
+from neuronscope.kernels import _mine_merge, _mine_scan  # noqa: E402
 from neuronscope.kernels.mine import fused_gated_act_mine, gated_act_ref, mine_ref, mine_stats, mine_topk  # noqa: E402
 
 from neuronscope.errors import ConfigError  # noqa: E402
@@ -28,11 +27,12 @@ CFG = MiningConfig(k=7, bottom_k=5, samples_per_stratum=3, seed=11)
 
 @pytest.fixture(scope="module")
 def device() -> str:
-    if torch.cuda.is_available():
-        return "cuda"
-    if type(km._mine_kernel).__name__ != "InterpretedFunction":
-        pytest.skip("no CUDA device and the kernels were imported without TRITON_INTERPRET=1")
-    return "cpu"
+    return kernel_device(_mine_scan._mine_kernel)
+
+
+@pytest.fixture(autouse=True)
+def kernels_only(monkeypatch) -> None:
+    forbid_reference_fallback(monkeypatch)
 
 
 def assert_same(got: LayerStats, want: LayerStats, moments_rtol: float = 1e-9) -> None:
@@ -158,7 +158,12 @@ def test_overflowing_candidates_are_collected_in_chunks(device):
 def test_merge_kernel_equals_reference(device, kind, k, capacity, grid, monkeypatch):
     """The GPU's merge kernel (the interpreter normally merges with the reference's sort) on small
     shapes: 150 candidates per row arrive in several chunks of the kernel's candidate block."""
-    monkeypatch.setattr(km, "_MERGE_KERNEL_INTERPRETED", grid)
+    monkeypatch.setattr(_mine_merge, "_MERGE_KERNEL_INTERPRETED", grid)
+
+    def torch_merge(*_args):
+        raise AssertionError("merged by the reference's sort, not by the merge kernel")
+
+    monkeypatch.setattr(_mine_merge, "_merge_kind_torch", torch_merge)
     gen = torch.Generator().manual_seed(11)
     cfg = MiningConfig(k=k, bottom_k=3, samples_per_stratum=2, seed=3)
     batches = make_batches(gen, 3, 150, 9, kind)
@@ -170,9 +175,9 @@ def test_merge_kernel_equals_reference(device, kind, k, capacity, grid, monkeypa
 
 def test_gpu_tile_shape_under_the_interpreter(device, monkeypatch):
     """The CUDA tile shape (the interpreter normally uses bigger tiles) on a ragged grid."""
-    monkeypatch.setattr(km, "_BLOCKS_INTERPRETED", (km._BLOCK_T, km._BLOCK_N))
+    monkeypatch.setattr(_mine_scan, "_BLOCKS_INTERPRETED", (_mine_scan._BLOCK_T, _mine_scan._BLOCK_N))
     gen = torch.Generator().manual_seed(2)
-    ref, got = stream(make_batches(gen, 2, 45, 2 * km._BLOCK_N + 3, "nonfinite"), CFG, device, offset=7)
+    ref, got = stream(make_batches(gen, 2, 45, 2 * _mine_scan._BLOCK_N + 3, "nonfinite"), CFG, device, offset=7)
     assert_same(got, ref)
 
 
@@ -259,6 +264,18 @@ def test_fused_streaming_over_batches(device):
         out = fused_gated_act_mine(gate.to(device), up.to(device), "gelu_tanh", st, None, pos.to(device), 0, CFG)
         mine_ref(ref, out.cpu(), pos, 0, CFG)
     assert_same(st, ref)
+
+
+def test_grids_beyond_float32_fall_back_to_the_reference(device, monkeypatch):
+    """The one documented fallback (edges below float32's normal range): the guard that every other test
+    runs under catches it, and without the guard the store is the reference's."""
+    cfg = MiningConfig(k=3, bottom_k=2, samples_per_stratum=2, lo_decade=-40, hi_decade=2)
+    acts, pos = torch.randn(20, 9, generator=torch.Generator().manual_seed(12)), torch.arange(20)
+    with pytest.raises(AssertionError, match="fell back to mine_ref"):
+        mine_stats(LayerStats.empty(9, cfg, device=device), acts.to(device), pos.to(device), 0, cfg)
+    monkeypatch.undo()
+    got = mine_stats(LayerStats.empty(9, cfg, device=device), acts.to(device), pos.to(device), 0, cfg)
+    assert_same(got, mine_ref(LayerStats.empty(9, cfg), acts, pos, 0, cfg))
 
 
 def test_bad_arguments_are_clear_errors(device):
