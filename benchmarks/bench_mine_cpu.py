@@ -12,13 +12,12 @@ import itertools
 import pytest
 import torch
 
+from neuronscope import native
 from neuronscope.mining import LayerStats, MiningConfig, mine_ref
+from neuronscope.mining.cpu import mine_cpu
 
-_core = pytest.importorskip("neuronscope._core")
-if not hasattr(_core, "mine_update"):
-    pytest.skip("the compiled core has no mine_update", allow_module_level=True)
-
-from neuronscope.mining.cpu import mine_cpu  # noqa: E402
+if not native.available():
+    pytest.skip(native.unavailable_reason(), allow_module_level=True)
 
 T, N = 4096, 1536
 CFG = MiningConfig(k=64, bottom_k=16, samples_per_stratum=8)

@@ -18,7 +18,9 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist, squareform
 from sklearn.metrics import silhouette_score as sk_silhouette
 
-from neuronscope import _core, cluster
+from neuronscope import cluster, native
+
+_core = native.core()  # the extension itself, for the binding's own checks
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -11,15 +11,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
+from neuronscope import native
 from neuronscope.errors import ConfigError
 from neuronscope.mining import LayerStats, MiningConfig, bin_strata, hist_edges, mine_ref
+from neuronscope.mining.cpu import mine_cpu
 from oracle import assert_matches, brute_force
 
-_core = pytest.importorskip("neuronscope._core")
-if not hasattr(_core, "mine_update"):
-    pytest.skip("the compiled core has no mine_update", allow_module_level=True)
-
-from neuronscope.mining.cpu import mine_cpu  # noqa: E402
+if not native.available():
+    pytest.skip(native.unavailable_reason(), allow_module_level=True)
+_core = native.core()
 
 CFG = MiningConfig(k=7, bottom_k=5, samples_per_stratum=3, seed=11)
 

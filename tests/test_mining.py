@@ -8,6 +8,7 @@ import torch
 
 from conftest import DECODERS, tiny_subject
 from neuronscope import MiningConfig, StoreError, merge_stores, mine, open_store
+from neuronscope.activations import activation_source
 from neuronscope.corpus.packing import make_packing
 from neuronscope.errors import ConfigError
 from neuronscope.mining import LayerStats, merge_stats, mine_ref
@@ -15,6 +16,7 @@ from neuronscope.mining.run import _Interrupted, parse_layers
 from neuronscope.models.hooks import layer_activations
 from oracle import assert_matches, brute_force
 from oracle_fast import brute_force_fast
+from triton_required import forbid_reference_fallback, import_triton
 
 
 def stream(acts: np.ndarray, positions: np.ndarray, batch: int, cfg: MiningConfig, offset: int = 0) -> LayerStats:
@@ -125,7 +127,7 @@ def test_kill_and_resume_gives_identical_store(tmp_path, minilm):
 def test_store_api_exemplars_and_quantiles(tmp_path, minilm):
     store = mine(minilm, "pydoc", tmp_path / "s", config=MiningConfig(k=5, bottom_k=2), max_tokens=4000,
                  seq_len=128, layers=[3], progress=False)
-    rec = store.neuron(3, 17, context=(6, 3))
+    rec = store.neuron(3, 17, context=(6, 3), activations=activation_source(store))
     assert len(rec.top) == 5
     assert len(rec.bottom) == 2
     for e in rec.top + rec.bottom:
@@ -147,13 +149,28 @@ def test_store_api_exemplars_and_quantiles(tmp_path, minilm):
         store.neuron(0, 1)
 
 
-def test_merge_runs_and_refuse_overlap(tmp_path, minilm):
+def test_merge_runs_equals_one_run_and_refuses_overlap(tmp_path, minilm):
+    """Two runs over the two halves of the corpus, merged, equal one run over all of it."""
     kw = dict(config=MiningConfig(k=4, samples_per_stratum=1), max_tokens=3000, seq_len=128, batch_tokens=1024,
               layers=[0], progress=False)
     whole = mine(minilm, "pydoc", tmp_path / "whole", **kw)
     with pytest.raises(StoreError, match="overlapping"):
         merge_stores([tmp_path / "whole", tmp_path / "whole"], tmp_path / "bad")
     assert whole.manifest["sequences"] == [[0, len(whole.packing.sequences(whole.tokens)[0])]]
+
+    parts = [mine(minilm, "pydoc", tmp_path / f"part{i}", part=(i, 2), **kw) for i in range(2)]
+    (a0, a1), (b0, b1) = parts[0].manifest["sequences"][0], parts[1].manifest["sequences"][0]
+    assert a0 == 0 < a1 == b0 < b1 == whole.manifest["sequences"][0][1]  # two disjoint, non-empty halves
+    assert 0 < parts[0].n_tokens_seen < whole.n_tokens_seen
+    merged = merge_stores([tmp_path / "part1", tmp_path / "part0"], tmp_path / "merged")
+    assert merged.manifest["sequences"] == whole.manifest["sequences"]
+    assert merged.n_tokens_seen == whole.n_tokens_seen == 3000
+    assert merged.manifest["merged_from"] == 2
+    assert "part" not in merged.manifest
+    assert merged.stats(0).equal(whole.stats(0), moments_rtol=1e-9)  # all exact but mean and M2
+    assert not parts[0].stats(0).equal(whole.stats(0), moments_rtol=1e-9)  # a half alone is not the whole
+    with pytest.raises(StoreError, match="another configuration"):  # a finished part is not another part
+        mine(minilm, "pydoc", tmp_path / "part0", part=(1, 2), **kw)
 
 
 def test_bad_arguments_are_clear_errors(tmp_path, minilm):
@@ -171,9 +188,15 @@ def test_bad_arguments_are_clear_errors(tmp_path, minilm):
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma2", "gpt2"])
-def test_triton_backend_in_mine_equals_reference(tmp_path, arch, bpe_tokenizer, sp_tokenizer):
-    """``mine(backend="triton")`` (fused gated MLPs, hook elsewhere; interpreted on the CPU) = the reference."""
-    pytest.importorskip("triton")
+def test_triton_backend_in_mine_equals_reference(tmp_path, arch, bpe_tokenizer, sp_tokenizer, monkeypatch):
+    """``mine(backend="triton")`` (fused gated MLPs, hook elsewhere; interpreted on the CPU) = the reference.
+
+    The fused float32 activation differs from the stock MLP's by at most an ulp, so every statistic is
+    compared: the same top-k and bottom-k tokens per neuron (as sets: an ulp may reorder near-ties) with
+    values within float32 rounding, counts, histograms and samples identical, min, max, mean and M2 close.
+    """
+    import_triton()
+    forbid_reference_fallback(monkeypatch)  # the kernels ran, not mine_ref behind them
     tok = sp_tokenizer if arch in ("llama", "gemma2") else bpe_tokenizer
     subject = tiny_subject(arch, tok)
     cfg = MiningConfig(k=5, bottom_k=2, samples_per_stratum=2)
@@ -181,10 +204,16 @@ def test_triton_backend_in_mine_equals_reference(tmp_path, arch, bpe_tokenizer, 
     fused = mine(subject, "pydoc", tmp_path / "t", backend="triton", **kw)
     ref = mine(subject, "pydoc", tmp_path / "r", backend="ref", **kw)
     assert fused.manifest["backend"] == "triton"
+    close = dict(rtol=1e-5, atol=1e-6)
     for layer in fused.layers:
-        # fp32 fused activation differs from the stock MLP by ≤ 1 ulp: same top-k sets, moments close
         a, b = fused.stats(layer), ref.stats(layer)
-        assert torch.equal(a.count, b.count)
-        assert torch.equal(a.nonfinite, b.nonfinite)
-        torch.testing.assert_close(a.topk_values, b.topk_values, rtol=1e-5, atol=1e-6)
+        for name in ("count", "nonfinite", "positive", "hist", "sample_positions", "sample_priority"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
+        for side in ("topk", "bottomk"):
+            got, want = getattr(a, f"{side}_positions").tolist(), getattr(b, f"{side}_positions").tolist()
+            assert [set(row) for row in got] == [set(row) for row in want], side
+            torch.testing.assert_close(getattr(a, f"{side}_values"), getattr(b, f"{side}_values"), **close)
+        for name in ("min", "max", "sample_values"):
+            torch.testing.assert_close(getattr(a, name), getattr(b, name), **close, msg=name)
         torch.testing.assert_close(a.mean, b.mean, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(a.m2, b.m2, rtol=1e-5, atol=1e-6)

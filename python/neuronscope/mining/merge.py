@@ -51,7 +51,7 @@ def merge_stores(paths: list[str | Path], out: str | Path, *, token_store: str |
         if src.resolve() != (out / "tokens").resolve():
             shutil.copytree(src, out / "tokens", dirs_exist_ok=True)
         token_store = out / "tokens"
-    manifest = {k: v for k, v in first.items() if k != "format"}
+    manifest = {k: v for k, v in first.items() if k not in ("format", "part")}  # the merge is no one part
     manifest.update(
         sequences=_union(ranges),
         tokens_seen=sum(s.n_tokens_seen for s in stores),

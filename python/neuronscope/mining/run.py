@@ -2,7 +2,8 @@
 
 Resumable (atomic checkpoints of the statistics at batch boundaries; a resumed run processes the same
 batches in the same order, so its store is identical to an uninterrupted run's) and distributed
-(``torchrun``: rank r mines a contiguous range of batches into ``ranks/rank_r``, rank 0 merges).
+(``torchrun``: rank r mines a contiguous range of batches into ``ranks/rank_r``, rank 0 merges). The same
+ranges can be mined by separate runs (``part=(i, n)``) and merged with ``merge_stores``.
 """
 
 from __future__ import annotations
@@ -118,22 +119,31 @@ def mine(
     workers: int = 0,
     checkpoint_seconds: float = 300.0,
     progress: bool = True,
+    part: tuple[int, int] | None = None,
     _stop_after_batches: int | None = None,
 ) -> NeuronStore:
     """Mines every selected layer's MLP neurons over ``corpus`` into a NeuronStore at ``out``.
 
     ``model``: local directory, hub id, ``minilm`` or a loaded Subject. ``corpus``: see CorpusSpec.
-    ``batch_tokens``: model positions per forward pass. A finished store is returned as is; an
-    unfinished one resumes from its last checkpoint.
+    ``batch_tokens``: model positions per forward pass. ``part``: ``(i, n)`` mines only the i-th of n
+    contiguous ranges of the batches (what rank i of n mines under ``torchrun``); the n stores merge into
+    the whole run's with :func:`merge_stores`. A finished store is returned as is; an unfinished one
+    resumes from its last checkpoint.
     """
     out = Path(out)
     if batch_tokens < 1:
         raise ConfigError(f"batch_tokens must be >= 1, got {batch_tokens}")
     cfg = config or MiningConfig()
     dist = _init_distributed(device)
+    if part is not None:
+        if dist.active:
+            raise ConfigError("part cannot be combined with torchrun: every rank already mines its own part")
+        if len(part) != 2 or not 0 <= part[0] < part[1]:
+            raise ConfigError(f"part must be (i, n) with 0 <= i < n, got {part!r}")
+        part = (int(part[0]), int(part[1]))
     if (out / "manifest.json").exists() and not dist.active:
         store = open_store(out)
-        if store.manifest["mining"] != cfg.to_dict():
+        if store.manifest["mining"] != cfg.to_dict() or store.manifest.get("part") != (list(part) if part else None):
             raise StoreError(f"{out} is a finished store mined with another configuration; use a new --out")
         return store
     subject = model if isinstance(model, Subject) else load_subject(model, device=device, dtype=dtype)
@@ -150,7 +160,8 @@ def mine(
     starts, lengths = pk.sequences(tokens)
     per_batch = max(1, batch_tokens // pk.seq_len)
     n_batches = -(-len(starts) // per_batch)
-    lo, hi = (dist.rank * n_batches) // dist.world, ((dist.rank + 1) * n_batches) // dist.world
+    shard, n_shards = part if part is not None else (dist.rank, dist.world)
+    lo, hi = (shard * n_batches) // n_shards, ((shard + 1) * n_batches) // n_shards
     work = out / "ranks" / f"rank_{dist.rank}" if dist.active else out
     manifest = {
         "model": {"id": subject.model_id, "type": subject.model_type, "dtype": dtype},
@@ -166,6 +177,8 @@ def mine(
         "tokenizer": tokens.meta["tokenizer"],
         "token_store": os.path.relpath(out / "tokens", work),
     }
+    if part is not None:
+        manifest["part"] = list(part)
     stats, next_batch, seconds = _resume(work, manifest, layer_list, subject.n_neurons, cfg, lo)
     _run_batches(subject, tokens, pk, starts, lengths, per_batch, range(next_batch, hi), layer_list, stats, miner,
                  cfg, work, manifest, seconds, checkpoint_seconds, progress, _stop_after_batches, backend_name)
@@ -191,8 +204,8 @@ def _resume(work: Path, manifest: dict, layers: list[int], n: int, cfg: MiningCo
     ckpt = work / "checkpoint"
     if (ckpt / "manifest.json").exists():
         saved = read_manifest(ckpt)
-        keys = ("model", "layers", "mining", "packing", "corpus_fingerprint")
-        if any(saved.get(k) != manifest[k] for k in keys):
+        keys = ("model", "layers", "mining", "packing", "corpus_fingerprint", "part")
+        if any(saved.get(k) != manifest.get(k) for k in keys):
             raise StoreError(f"{work} holds a checkpoint of a different run; use a new --out (nothing was overwritten)")
         stats = {layer: read_stats(ckpt, layer, cfg) for layer in layers}
         return stats, int(saved["next_batch"]), [float(saved.get("seconds", 0.0))]
