@@ -254,8 +254,11 @@ def test_openai_export_shape_and_round_trip(dataset, tmp_path):
             np.testing.assert_array_equal(np.float32(seq["true_activations"]), np.float32(r["activations"]))
             pred = _expected_prediction(r["tokens"], [(mode_words, strength)])
             assert seq["simulation"]["expected_activations"] == pred
-            want = 0.0 if np.std(pred) == 0 else np.corrcoef(pred, np.float32(r["activations"]))[0, 1]
-            assert seq["ev_correlation_score"] == pytest.approx(want, abs=1e-6)
+            if np.std(pred) == 0:  # undefined: null, as OpenAI's orjson writes its NaN
+                assert seq["ev_correlation_score"] is None
+            else:
+                want = np.corrcoef(pred, np.float32(r["activations"]))[0, 1]
+                assert seq["ev_correlation_score"] == pytest.approx(want, abs=1e-6)
 
     # Re-exporting an explanation replaces its entry; without a batch no sequences are written.
     export_openai(out, exps[0], results[0])
@@ -291,29 +294,38 @@ def test_delphi_export_and_read(dataset, tmp_path):
     written = export_delphi(out, [exps[1], other], [results[1], res0], simulations=[(batch, sims[1]), None],
                             vocab=records.vocab)
     name5, name0 = "layers.2.mlp_latent5.txt", "layers.2.mlp_latent0.txt"
-    assert written == [out / "explanations" / name5, out / "scores" / "exec" / name5,
-                       out / "explanations" / name0, out / "scores" / "exec" / name0]
+    assert written == [out / "explanations" / name5, out / "scores" / "simulation" / name5,
+                       out / "scores" / "detection" / name5, out / "explanations" / name0,
+                       out / "scores" / "simulation" / name0, out / "neuronscope_export.json"]
     assert (out / "explanations" / name5).read_text(encoding="utf-8") == json.dumps(exps[1].summary,
                                                                                     ensure_ascii=False)
-    windows = json.loads((out / "scores" / "exec" / name5).read_text(encoding="utf-8"))
-    assert len(windows) == len(ev.heldout)
-    assert all(w.keys() == {"str_tokens", "activations", "prediction", "score", "kind"} for w in windows)
-    assert [w["str_tokens"] for w in windows] == [[records.vocab.pieces[i] for i in w.ids] for w in ev.heldout]
-    summary = json.loads((out / "scores" / "exec" / name0).read_text(encoding="utf-8"))
-    assert summary["score"] == pytest.approx(res0.score)
-    assert summary["mode_scores"] == res0.mode_scores
+    groups = json.loads((out / "scores" / "simulation" / name5).read_text(encoding="utf-8"))
+    overall = next(g for g in groups if g["distance"] == 0)
+    assert len(overall["scored_sequence_simulations"]) == len(ev.heldout)
+    assert [s["simulation"]["tokens"] for s in overall["scored_sequence_simulations"]] == \
+        [[records.vocab.pieces[i] for i in w.ids] for w in ev.heldout]
+    assert overall["ev_correlation_score"] == pytest.approx(results[1].score, abs=1e-6)
+    windows = json.loads((out / "scores" / "detection" / name5).read_text(encoding="utf-8"))
+    assert [w["activating"] for w in windows] == [w.kind == "top" for w in ev.heldout]
+    # Without the per-window simulations: the overall record alone, and no detection file.
+    summary = json.loads((out / "scores" / "simulation" / name0).read_text(encoding="utf-8"))
+    assert [g["distance"] for g in summary] == [0]
+    assert summary[0]["scored_sequence_simulations"] == []
+    assert summary[0]["ev_correlation_score"] == pytest.approx(res0.score)
 
-    # delphi's own scorers' files carry no correlation: read past them.
+    # delphi's own classifier scorers' files carry no correlation: read past them.
     (out / "scores" / "fuzz").mkdir()
     (out / "scores" / "fuzz" / name5).write_text(json.dumps([{"str_tokens": ["a"], "prediction": True}]))
     back = read_delphi_explanations(out)
     assert [(e.layer, e.index, e.method, e.text) for e in back] == \
         [(2, 0, "delphi", other.summary), (2, 5, "delphi", exps[1].summary)]
-    assert back[0].scores == pytest.approx({"exec": res0.score, "score": res0.score}, abs=1e-6)
-    assert back[1].scores == pytest.approx({"exec": results[1].score, "score": results[1].score}, abs=1e-6)
+    assert back[0].scores == pytest.approx({"simulation": res0.score, "score": res0.score}, abs=1e-6)
+    assert back[1].scores == pytest.approx({"simulation": results[1].score, "score": results[1].score}, abs=1e-6)
 
     with pytest.raises(ConfigError, match="one explanation per latent"):
         export_delphi(tmp_path / "dup", exps, results)
+    with pytest.raises(ConfigError, match="delphi scorers must be some of simulation, detection"):
+        export_delphi(tmp_path / "bad", [other], [res0], scorers=("fuzz",))
 
 
 def _corrupt(rec: dict, how: str) -> dict | str:

@@ -1,18 +1,98 @@
 """The ``neuronscope`` command line: ``run`` (the whole job), ``mine``, ``info``, ``merge``, ``neuron``, ``explain``,
-``score``, ``export``, ``eval``, ``report``, ``search``."""
+``score``, ``export``, ``eval``, ``report``, ``search``.
+
+One meaning per flag in every command: ``--model`` is the subject model and ``--backend`` the miner (``mine``,
+``run``); ``--explain-backend`` picks the explainer and ``--llm-model`` the model on the LLM server; ``--method``
+names explainer methods. The LLM server options are declared once (:func:`add_llm_options`) and read once
+(:func:`llm_config`). The spellings of the previous release (``--backend``/``--model`` in ``explain``, ``score``
+and ``eval``; ``--methods``) still work for one release and say so on stderr.
+
+Only argparse, json and the error classes are imported at start: ``neuronscope --help`` loads no torch.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import Any
 
 from .errors import NeuronscopeError
+
+EXPLAIN_BACKENDS = ("offline", "openai")
+MINER_BACKENDS = ("auto", "ref", "cpu", "triton")
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: stores into the new option's ``dest`` and warns on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, use: str, **kw: Any) -> None:
+        self.use = use
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"{parser.prog}: warning: {option_string} is deprecated, use {self.use} "
+              "(the old spelling will be removed in the next release)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _deprecated(p: argparse.ArgumentParser, old: str, new: str, dest: str, **kw: Any) -> None:
+    """Declares ``old`` as a hidden alias of the option ``new`` (same ``dest``, same type/choices)."""
+    p.add_argument(old, dest=dest, action=_DeprecatedAlias, use=new, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS, **kw)
+
+
+def add_llm_options(p: argparse.ArgumentParser, *, legacy_model: bool = False) -> None:
+    """The OpenAI-compatible server options, one argument group; ``legacy_model`` also accepts ``--model``."""
+    g = p.add_argument_group("LLM server (OpenAI-compatible; used by the openai explainer and the llm simulator)")
+    g.add_argument("--base-url", default="http://localhost:8000/v1", help="server URL (default %(default)s)")
+    g.add_argument("--llm-model", default=None, help="model name on that server")
+    g.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="environment variable holding the API key (never written anywhere)")
+    g.add_argument("--concurrency", type=int, default=8, help="parallel LLM requests")
+    g.add_argument("--llm-timeout", type=float, default=None, metavar="SECONDS",
+                   help="per-request timeout (default: the client's, 120 s)")
+    g.add_argument("--llm-retries", type=int, default=None, metavar="N",
+                   help="retries of transient failures (default: the client's, 5)")
+    g.add_argument("--llm-max-tokens", type=int, default=None, metavar="N",
+                   help="completion budget per request (default: the client's, 1024)")
+    if legacy_model:
+        _deprecated(p, "--model", "--llm-model", "llm_model")
+
+
+def llm_config(a: argparse.Namespace) -> dict[str, Any]:
+    """The LLM settings of a parsed command line, as the stage functions take them (unset ones left out)."""
+    cfg: dict[str, Any] = {"base_url": a.base_url, "model": a.llm_model, "api_key_env": a.api_key_env,
+                           "concurrency": a.concurrency}
+    for key, value in (("timeout_s", a.llm_timeout), ("max_retries", a.llm_retries),
+                       ("max_tokens", a.llm_max_tokens)):
+        if value is not None:
+            cfg[key] = value
+    return cfg
+
+
+def add_explain_backend(p: argparse.ArgumentParser, *, legacy_backend: bool = False) -> None:
+    p.add_argument("--explain-backend", default="offline", choices=EXPLAIN_BACKENDS,
+                   help="explainer: offline algorithms (default) or an LLM server")
+    if legacy_backend:
+        _deprecated(p, "--backend", "--explain-backend", "explain_backend", choices=EXPLAIN_BACKENDS)
+
+
+def add_method(p: argparse.ArgumentParser, default: str | None, help: str, *, legacy_plural: bool = False) -> None:
+    p.add_argument("--method", default=default, help=help)
+    if legacy_plural:
+        _deprecated(p, "--methods", "--method", "method")
+
+
+def methods(value: str | None) -> list[str]:
+    """``"neuronscope, single-pass"`` → ``["neuronscope", "single-pass"]`` (None → [])."""
+    return [m.strip() for m in (value or "").split(",") if m.strip()]
 
 
 def _add_mine(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mine", help="mine every selected MLP neuron's top activations and statistics")
-    p.add_argument("--model", default="minilm", help="local directory, hub id, or 'minilm' (the default)")
+    p.add_argument("--model", default="minilm", help="subject model: local directory, hub id, or 'minilm' (default)")
     p.add_argument("--corpus", default="pydoc",
                    help="'pydoc' (default), a .txt/.jsonl/.parquet file, a directory, a glob, or a saved HF dataset")
     p.add_argument("--text-field", default="text", help="field holding the text (.jsonl, .parquet, HF datasets)")
@@ -24,9 +104,10 @@ def _add_mine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=8, help="random tokens kept per (neuron, histogram stratum)")
     p.add_argument("--max-tokens", type=int, default=None, help="stop after this many corpus tokens")
     p.add_argument("--batch-tokens", type=int, default=8192, help="model positions per forward pass")
-    p.add_argument("--seq-len", type=int, default=None, help="positions per sequence (default 512, capped by the model)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="positions per sequence (default 512, capped by the model)")
     p.add_argument("--packing", default="stream", choices=["stream", "doc"])
-    p.add_argument("--backend", default=None, choices=["auto", "ref", "cpu", "triton"],
+    p.add_argument("--backend", default=None, choices=MINER_BACKENDS,
                    help="miner implementation (default: auto, or $NEURONSCOPE_BACKEND)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -88,7 +169,9 @@ def _cmd_neuron(a: argparse.Namespace) -> int:
     from .store import open_store
 
     store = open_store(a.store)
-    r = store.neuron(a.layer, a.index, activations=not a.no_acts)
+    from .activations import activation_source
+
+    r = store.neuron(a.layer, a.index, activations=None if a.no_acts else activation_source(store))
     print(f"layer {r.layer} neuron {r.index}: mean {r.mean:.4f} std {r.std:.4f} min {r.min:.3f} max {r.max:.3f} "
           f"frac>0 {r.frac_positive:.3f}")
     print("quantiles " + " ".join(f"q{q:g}={v:.3f}" for q, v in r.quantiles.items()))
@@ -105,8 +188,13 @@ def _cmd_score(a: argparse.Namespace) -> int:
 
     source = open_source(store=a.store, records=a.records, seed=a.seed) if a.store else open_source(records=a.records)
     out = Path(a.out) if a.out else Path(a.explanations).with_suffix(f".scores.{a.simulator}.jsonl")
-    llm = {"base_url": a.base_url, "model": a.model, "api_key_env": a.api_key_env, "concurrency": a.concurrency}
-    rows = score_file(source, a.explanations, out, simulator=a.simulator, progress=not a.quiet, llm=llm)
+    explanations: Any = a.explanations
+    if a.method:
+        from .explanations.files import read_explanations
+        from .interop.export import select_methods
+
+        explanations = select_methods(read_explanations(a.explanations), methods(a.method), several=True)
+    rows = score_file(source, explanations, out, simulator=a.simulator, progress=not a.quiet, llm=llm_config(a))
     if rows:
         import numpy as np
 
@@ -127,13 +215,11 @@ def _cmd_explain(a: argparse.Namespace) -> int:
 
     source = open_source(store=a.store, seed=a.seed) if a.store else open_source(records=a.records)
     neurons = parse_neurons(a.neurons, source, seed=a.seed)
-    methods = [m.strip() for m in a.method.split(",") if m.strip()]
-    llm = None
-    if a.backend == "openai":
-        llm = {"base_url": a.base_url, "model": a.model, "api_key_env": a.api_key_env, "concurrency": a.concurrency}
-    rows = explain(source, neurons, a.out, methods=methods, backend=a.backend, rounds=a.rounds,
+    ms = methods(a.method)
+    llm = llm_config(a) if a.explain_backend == "openai" else None
+    rows = explain(source, neurons, a.out, methods=ms, backend=a.explain_backend, rounds=a.rounds,
                    progress=not a.quiet, llm=llm)
-    for m in methods:
+    for m in ms:
         sc = [r["heldout"]["score"] for r in rows if r["method"] == m and r.get("heldout")]
         nm = [len(r["explanation"]["modes"]) for r in rows if r["method"] == m]
         if sc:
@@ -147,22 +233,20 @@ def _cmd_export(a: argparse.Namespace) -> int:
     from .scoring.run import open_source
 
     source = open_source(store=a.store, seed=a.seed) if a.store else open_source(records=a.records)
-    paths = export(source, a.explanations, a.format, a.out, simulator=a.simulator)
+    paths = export(source, a.explanations, a.format, a.out, simulator=a.simulator, method=a.method,
+                   delphi_scorers=tuple(methods(a.delphi_scorers)))
     print(f"{len(paths)} files ({a.format} layout) -> {a.out}")
     return 0
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from .eval import evaluate
-
-    llm = None
-    if a.backend == "openai":
-        llm = {"base_url": a.base_url, "model": a.model, "api_key_env": a.api_key_env, "concurrency": a.concurrency}
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    evaluate(a.suite, methods, backend=a.backend, store=a.store, out=a.out, n_real=a.n_real, seed=a.seed,
-             rounds=a.rounds, llm=llm, progress=not a.quiet)
     from pathlib import Path
 
+    from .eval import evaluate
+
+    llm = llm_config(a) if a.explain_backend == "openai" else None
+    evaluate(a.suite, methods(a.method), backend=a.explain_backend, store=a.store, out=a.out, n_real=a.n_real,
+             seed=a.seed, rounds=a.rounds, llm=llm, progress=not a.quiet)
     print((Path(a.out) / "eval.md").read_text())
     print(f"report -> {Path(a.out) / 'eval.json'}")
     return 0
@@ -171,15 +255,11 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 def _cmd_run(a: argparse.Namespace) -> int:
     from .pipeline import RunConfig, run
 
-    llm = None
-    if a.explain_backend == "openai":
-        llm = {"base_url": a.base_url, "model": a.llm_model, "api_key_env": a.api_key_env,
-               "concurrency": a.concurrency}
+    llm = llm_config(a) if a.explain_backend == "openai" else None
     cfg = RunConfig(model=a.model, corpus=a.corpus, text_field=a.text_field, doc_split=a.doc_split, layers=a.layers,
                     k=a.k, max_tokens=a.max_tokens, seq_len=a.seq_len, batch_tokens=a.batch_tokens, device=a.device,
                     dtype=a.dtype, backend=a.backend, sample=a.sample, polysemantic=a.polysemantic, seed=a.seed,
-                    methods=tuple(m.strip() for m in a.method.split(",") if m.strip()),
-                    explain_backend=a.explain_backend, rounds=a.rounds, llm=llm)
+                    methods=tuple(methods(a.method)), explain_backend=a.explain_backend, rounds=a.rounds, llm=llm)
     res = run(a.out, cfg, quiet=a.quiet)
     if a.quiet:  # the one line a quiet run still owes its user
         print(f"report -> {res.report.resolve().as_uri()}")
@@ -208,29 +288,32 @@ def _cmd_search(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_source(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--store", help="NeuronStore directory")
+    src.add_argument("--records", help="directory of OpenAI neuron-explainer NeuronRecord JSON files")
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="the whole job: mine → screen → explain + score → search index → report")
-    p.add_argument("--model", default="minilm", help="local directory, hub id, or 'minilm' (the default)")
+    p.add_argument("--model", default="minilm", help="subject model: local directory, hub id, or 'minilm' (default)")
     p.add_argument("--corpus", default="pydoc", help="'pydoc' (default) or a corpus as for `mine`")
     p.add_argument("--text-field", default="text")
     p.add_argument("--doc-split", default="paragraph", choices=["paragraph", "line", "file"])
     p.add_argument("--layers", default="all")
     p.add_argument("--k", type=int, default=64)
-    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--max-tokens", type=int, default=None, help="stop mining after this many corpus tokens")
     p.add_argument("--seq-len", type=int, default=None)
     p.add_argument("--batch-tokens", type=int, default=8192)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--backend", default=None, choices=["auto", "ref", "cpu", "triton"], help="miner implementation")
+    p.add_argument("--backend", default=None, choices=MINER_BACKENDS, help="miner implementation")
     p.add_argument("--sample", type=int, default=48, help="neurons sampled uniformly (seeded) across layers")
     p.add_argument("--polysemantic", type=int, default=16,
                    help="strongest candidates of the polysemanticity screen explained beside the sample")
-    p.add_argument("--method", default="neuronscope,single-pass")
-    p.add_argument("--explain-backend", default="offline", choices=["offline", "openai"])
-    p.add_argument("--base-url", default="http://localhost:8000/v1")
-    p.add_argument("--llm-model", default=None, help="model name on the OpenAI-compatible server")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY")
-    p.add_argument("--concurrency", type=int, default=8)
+    add_method(p, "neuronscope,single-pass", "explainer methods, comma-separated")
+    add_explain_backend(p)
+    add_llm_options(p)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/default", help="run directory (resumes)")
@@ -248,8 +331,55 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _add_explain_score_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="score explanations on held-out activations (Pearson, per mode and whole)")
+    _add_source(p)
+    p.add_argument("--explanations", required=True, help="explanations .jsonl (or .json) file")
+    add_method(p, None, "score only these methods of the file (comma-separated; default: all)")
+    p.add_argument("--simulator", default="exec", choices=["exec", "embed", "llm"])
+    add_llm_options(p, legacy_model=True)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random evidence windows")
+    p.add_argument("--out", default=None, help="scores .jsonl (default: beside the explanations); resumes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser("explain", help="explain neurons (NeuronScope agent loop or the single-pass baseline)")
+    _add_source(p)
+    p.add_argument("--neurons", default="sample:20", help="L:I, L:I-J, layer:L, all or sample:N (default sample:20)")
+    add_method(p, "neuronscope", "neuronscope, single-pass, or both comma-separated")
+    add_explain_backend(p, legacy_backend=True)
+    add_llm_options(p, legacy_model=True)
+    p.add_argument("--rounds", type=int, default=4, help="refinement round budget")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="explanations .jsonl (resumes)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser("export", help="write explanations and held-out scores in OpenAI's or delphi's layout")
+    _add_source(p)
+    p.add_argument("--explanations", required=True, help="explanations .jsonl (explain output or plain)")
+    add_method(p, None, "export only this method of the file (delphi keeps one explanation per neuron, so a "
+                        "file with several methods needs it there)")
+    p.add_argument("--format", required=True, choices=["openai", "delphi"])
+    p.add_argument("--simulator", default="exec", choices=["exec", "embed"])
+    p.add_argument("--delphi-scorers", default="simulation,detection",
+                   help="delphi score files to write: simulation, detection or both (default both)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output directory")
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="planted-neuron and real-neuron evaluation of the explainers, side by side")
+    p.add_argument("--suite", default="all", choices=["planted", "real", "all"])
+    add_method(p, "single-pass,neuronscope", "explainer methods, comma-separated", legacy_plural=True)
+    add_explain_backend(p, legacy_backend=True)
+    add_llm_options(p, legacy_model=True)
+    p.add_argument("--store", default="runs/minilm", help="base store (mined on the embedded default if missing)")
+    p.add_argument("--n-real", type=int, default=200, help="real neurons sampled across all layers")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/eval")
+    p.add_argument("--quiet", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neuronscope", description=__doc__)
+    parser = argparse.ArgumentParser(prog="neuronscope", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_mine(sub)
     _add_run(sub)
@@ -265,61 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", type=int)
     p.add_argument("--show", type=int, default=10)
     p.add_argument("--no-acts", action="store_true", help="do not recompute context activations")
-    p = sub.add_parser("score", help="score explanations on held-out activations (Pearson, per mode and whole)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--store", help="NeuronStore directory")
-    src.add_argument("--records", help="directory of OpenAI neuron-explainer NeuronRecord JSON files")
-    p.add_argument("--explanations", required=True, help="explanations .jsonl (or .json) file")
-    p.add_argument("--simulator", default="exec", choices=["exec", "embed", "llm"])
-    p.add_argument("--base-url", default="http://localhost:8000/v1", help="OpenAI-compatible server (llm simulator)")
-    p.add_argument("--model", default=None, help="model name on that server (llm simulator)")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    p.add_argument("--concurrency", type=int, default=8, help="parallel LLM requests")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random evidence windows")
-    p.add_argument("--out", default=None, help="scores .jsonl (default: beside the explanations); resumes")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = sub.add_parser("explain", help="explain neurons (NeuronScope agent loop or the single-pass baseline)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--store", help="NeuronStore directory")
-    src.add_argument("--records", help="directory of OpenAI neuron-explainer NeuronRecord JSON files")
-    p.add_argument("--neurons", default="sample:20", help="L:I, L:I-J, layer:L, all or sample:N (default sample:20)")
-    p.add_argument("--method", default="neuronscope", help="neuronscope, single-pass, or both comma-separated")
-    p.add_argument("--backend", default="offline", choices=["offline", "openai"])
-    p.add_argument("--base-url", default="http://localhost:8000/v1", help="OpenAI-compatible server (openai backend)")
-    p.add_argument("--model", default=None, help="model name on that server")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    p.add_argument("--rounds", type=int, default=4, help="refinement round budget")
-    p.add_argument("--concurrency", type=int, default=8, help="parallel LLM requests")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="explanations .jsonl (resumes)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = sub.add_parser("export", help="write explanations and held-out scores in OpenAI's or delphi's layout")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--store", help="NeuronStore directory")
-    src.add_argument("--records", help="directory of OpenAI neuron-explainer NeuronRecord JSON files")
-    p.add_argument("--explanations", required=True, help="explanations .jsonl (explain output or plain)")
-    p.add_argument("--format", required=True, choices=["openai", "delphi"])
-    p.add_argument("--simulator", default="exec", choices=["exec", "embed"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output directory")
-    p = sub.add_parser("eval", help="planted-neuron and real-neuron evaluation of the explainers, side by side")
-    p.add_argument("--suite", default="all", choices=["planted", "real", "all"])
-    p.add_argument("--methods", default="single-pass,neuronscope")
-    p.add_argument("--backend", default="offline", choices=["offline", "openai"])
-    p.add_argument("--base-url", default="http://localhost:8000/v1")
-    p.add_argument("--model", default=None)
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY")
-    p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--store", default="runs/minilm", help="base store (mined on the embedded default if missing)")
-    p.add_argument("--n-real", type=int, default=200, help="real neurons sampled across all layers")
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/eval")
-    p.add_argument("--quiet", action="store_true")
+    _add_explain_score_export(sub)
+    _add_eval(sub)
     return parser
 
 
-COMMANDS = {"run": _cmd_run, "report": _cmd_report, "search": _cmd_search, "eval": _cmd_eval, "export": _cmd_export, "explain": _cmd_explain, "mine": _cmd_mine, "info": _cmd_info, "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score}
+COMMANDS = {"run": _cmd_run, "report": _cmd_report, "search": _cmd_search, "eval": _cmd_eval,
+            "export": _cmd_export, "explain": _cmd_explain, "mine": _cmd_mine, "info": _cmd_info,
+            "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:

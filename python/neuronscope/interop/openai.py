@@ -41,6 +41,7 @@ from ..explanations.vocab import Vocab
 from ..scoring.evidence import NeuronEvidence, Window, WindowBatch
 from ..scoring.score import ScoreResult
 from ..scoring.simulate import Simulation
+from .undefined import defined, openai_value, read_correlation
 
 _NUMBER = re.compile(r"[0-9]+")
 
@@ -247,8 +248,8 @@ def window_scores(batch: WindowBatch, sim: Simulation, vocab: Vocab) -> list[dic
     """Per window of ``batch``: tokens, true and predicted activations, and their Pearson r.
 
     ``sim.whole``: (T,) predictions over the scored tokens of ``batch``. Returns one dict per window with
-    ``tokens`` (L strings), ``true`` and ``pred`` (L floats), ``r`` (0 where either side is constant, as
-    in ``scoring.corr``) and ``kind``.
+    ``tokens`` (L strings), ``true`` and ``pred`` (L floats), ``r`` (NaN where it is undefined: fewer than
+    two tokens or a constant side; see ``interop.undefined``) and ``kind``.
     """
     pred = sim.whole.detach().to("cpu", torch.float64)
     if pred.shape != (batch.n_tokens,):
@@ -257,25 +258,24 @@ def window_scores(batch: WindowBatch, sim: Simulation, vocab: Vocab) -> list[dic
     win = batch.window.cpu()
     n = len(batch.windows)
 
-    def per_window(x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(n, dtype=torch.float64).index_add_(0, win, x)
+    def per_window(x: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
+        return torch.zeros(n, dtype=torch.float64).scatter_reduce_(0, win, x, reduce, include_self=False)
 
     # Centred two-pass sums per window: one vectorised pass instead of a Python loop of corrcoefs.
-    count = per_window(torch.ones_like(pred)).clamp(min=1)
-    dx = pred - (per_window(pred) / count)[win]
-    dy = true - (per_window(true) / count)[win]
+    count = per_window(torch.ones_like(pred))
+    dx = pred - (per_window(pred) / count.clamp(min=1))[win]
+    dy = true - (per_window(true) / count.clamp(min=1))[win]
     den = torch.sqrt(per_window(dx * dx) * per_window(dy * dy))
-    r = torch.where(den > 0, per_window(dx * dy) / torch.where(den > 0, den, 1.0), 0.0).clamp(-1, 1)
+    constant = (per_window(pred, "amax") == per_window(pred, "amin")) | (
+        per_window(true, "amax") == per_window(true, "amin"))
+    undefined = (count < 2) | constant | ~(den > 0)
+    r = torch.where(undefined, torch.nan, per_window(dx * dy) / torch.where(undefined, 1.0, den)).clamp(-1, 1)
     sizes = [int(w.ids.size) for w in batch.windows]
     out = []
     for w, p, t, rw in zip(batch.windows, sim.whole.split(sizes), batch.acts.split(sizes), r.tolist(), strict=True):
         out.append({"tokens": [vocab.pieces[int(i)] for i in w.ids], "true": _f32_list(t), "pred": _f32_list(p),
                     "r": float(rw), "kind": w.kind})
     return out
-
-
-def _finite_or_none(x: float | None) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
 
 
 def export_openai(out_dir: str | Path, explanation: Explanation, result: ScoreResult,
@@ -286,7 +286,9 @@ def export_openai(out_dir: str | Path, explanation: Explanation, result: ScoreRe
     ``result``: the explanation's score (its ``score`` becomes ``ev_correlation_score``). With ``batch``
     (the held-out windows it was scored on) and ``sims`` (the explanation's Simulation over that batch)
     each window is written as a ``ScoredSequenceSimulation``; ``vocab`` then turns ids back into token
-    strings. Returns the file written (atomically).
+    strings. Undefined correlations (a constant side, fewer than two tokens; recomputed from ``batch``
+    and ``sims`` when given) are written as ``null``, as OpenAI's orjson-written files hold their NaN.
+    Returns the file written (atomically).
     """
     if (result.layer, result.index) != explanation.key:
         raise ConfigError(f"score of neuron {result.layer}/{result.index} given for the explanation of "
@@ -297,19 +299,21 @@ def export_openai(out_dir: str | Path, explanation: Explanation, result: ScoreRe
     if (batch is None) != (sims is None):
         raise ConfigError("give both batch and sims (per-window simulations) or neither")
     seqs = []
+    score = result.score if result.n_tokens >= 2 else math.nan
     if batch is not None and sims is not None:
         if vocab is None:
             raise ConfigError("exporting per-window simulations needs the vocab to write token strings")
+        score = defined(result.score, sims.whole, batch.acts)
         for w in window_scores(batch, sims, vocab):
             seqs.append({
                 "dataclass_name": "ScoredSequenceSimulation",
                 "simulation": {"dataclass_name": "SequenceSimulation", "tokens": w["tokens"],
                                "expected_activations": w["pred"], "activation_scale": "neuron_activations",
                                "distribution_values": [], "distribution_probabilities": []},
-                "true_activations": w["true"], "ev_correlation_score": w["r"]})
+                "true_activations": w["true"], "ev_correlation_score": openai_value(w["r"])})
     entry = {"dataclass_name": "ScoredExplanation", "explanation": text,
              "scored_simulation": {"dataclass_name": "ScoredSimulation", "scored_sequence_simulations": seqs,
-                                   "ev_correlation_score": _finite_or_none(result.score),
+                                   "ev_correlation_score": openai_value(score),
                                    "rsquared_score": None, "absolute_dev_explained_score": None}}
     path = Path(out_dir) / str(explanation.layer) / f"{explanation.index}.jsonl"
     entries = _existing_entries(path, explanation.layer, explanation.index)
@@ -361,7 +365,9 @@ def read_openai_explanations(path: str | Path) -> list[Explanation]:
     """Every scored explanation under ``<path>/<layer>/<neuron>.jsonl`` as a free-text Explanation.
 
     Each becomes ``Explanation(layer, index, modes=[], method="openai", text=...)`` with
-    ``scores["score"]`` = its ``ev_correlation_score`` when finite; empty explanation strings are skipped.
+    ``scores["score"]`` = its ``ev_correlation_score`` when finite; a ``null`` or NaN score (OpenAI's
+    "undefined") is left out of ``scores`` and named in ``meta["undefined_scores"]``. Empty explanation
+    strings are skipped.
     Sorted by (layer, neuron), file order within a neuron.
     """
     root = Path(path)
@@ -378,14 +384,18 @@ def read_openai_explanations(path: str | Path) -> list[Explanation]:
                 if not text.strip():
                     continue
                 scores: dict[str, float] = {}
+                meta: dict[str, Any] = {"source": str(f)}
                 sim = item.get("scored_simulation")
                 if sim is not None:
                     sim = _tagged(sim, "ScoredSimulation", f"{at}.scored_simulation", ExplanationError)
                     ev = sim.get("ev_correlation_score")
                     if ev is not None and not _is_number(ev):
                         raise ExplanationError(f"{at}.scored_simulation.ev_correlation_score must be a number")
-                    if ev is not None and math.isfinite(ev):
-                        scores["score"] = float(ev)
+                    r = read_correlation(ev)
+                    if r is not None and math.isfinite(r):
+                        scores["score"] = r
+                    else:  # null / NaN: OpenAI's "undefined" (constant prediction or truth), not 0
+                        meta["undefined_scores"] = ["score"]
                 out.append(Explanation(layer=layer, index=index, modes=[], method="openai", text=text,
-                                       scores=scores, meta={"source": str(f)}))
+                                       scores=scores, meta=meta))
     return out
