@@ -58,7 +58,10 @@ def _config(server: ScriptedServer, **kw) -> LLMConfig:
                      **kw)
 
 
-def test_llm_loop_recovers_planted_modes(planted):  # noqa: F811
+def test_llm_loop_protocol_with_a_scripted_server(planted):  # noqa: F811
+    """A protocol test: the server is scripted to answer with the true conditions, so this checks that every
+    role is asked, parsed, validated (the invalid condition is reported) and wired into the modes — not that
+    an LLM can find them (that is ``neuronscope eval --backend openai`` on a real model)."""
     evidence, ev = planted
 
     async def go():
@@ -146,9 +149,14 @@ def test_prompts_are_versioned_package_data(bad):
     from neuronscope.errors import ConfigError
     from neuronscope.prompts import load_prompt
 
-    for name in ("hypothesis", "decomposition", "explainer", "refinement", "single_pass", "simulator"):
+    for name in ("hypothesis", "decomposition", "explainer", "refinement", "single_pass", "simulator",
+                 "simulator_json"):
         p = load_prompt(name)
-        assert (p.version >= 1 and p.system and "{neuron}" in p.user) or name.startswith("simulator")
+        assert p.version >= 1
+        assert p.system
+        assert p.user.strip()
+        if not name.startswith("simulator"):  # the simulator sees an explanation, not a neuron id
+            assert "{neuron}" in p.user
     with pytest.raises(ConfigError):
         load_prompt(bad or "missing")
 
