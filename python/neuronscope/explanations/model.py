@@ -14,9 +14,16 @@ Token strings are compared after normalisation: leading-space markers (``Ġ``, `
 the WordPiece continuation marker ``##`` and surrounding whitespace are stripped; unless
 ``case_sensitive`` both sides are lower-cased. Offsets and windows never cross a document boundary.
 
-JSON form: ``{"schema": 1, "layer": .., "index": .., "modes": [{"label", "description", "conditions":
-[{"kind": "token", "tokens": [..]}, ..], "strength", "exemplars", "scores"}], ...}``; ``from_dict``
-validates everything and names the offending field.
+A mode is a *meaning* with graded strength: each of its conditions may carry its own strength
+(``condition_strengths``, one per condition), so "the token one, strongly; two and three, weaker" is one
+mode with two levels, not two modes. A mode of kind ``background`` is the explanation's term for diffuse
+low-level firing: it is simulated like any mode but is not counted, or shown, as a meaning.
+
+JSON form (schema 2): ``{"schema": 2, "layer": .., "index": .., "modes": [{"label", "description",
+"conditions": [{"kind": "token", "tokens": [..]}, ..], "strength", "condition_strengths": [..] | null,
+"kind": "mode" | "background", "concept": str | null, "exemplars", "scores"}], ...}``. Schema 1 files
+(no per-condition strengths, no kinds) are read as uniform-strength modes. ``from_dict`` validates
+everything and names the offending field.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from typing import Any, ClassVar
 
 from ..errors import ExplanationError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
+MODE_KINDS = ("mode", "background")
 MAX_OFFSET = 32
 """Largest ``prev_token`` offset / ``preceding_regex`` window: evidence windows carry this much left context."""
 
@@ -270,14 +279,47 @@ class Mode:
     description: str = ""
     conditions: list[Condition] = field(default_factory=list)
     strength: float = 1.0
-    """Typical activation where the mode fires (the exec simulator predicts this value there)."""
+    """Typical activation where the mode fires (without ``condition_strengths`` the exec simulator predicts
+    this value wherever the mode fires)."""
     exemplars: list[int] = field(default_factory=list)
     """Global token positions of supporting exemplars."""
     scores: dict[str, float] = field(default_factory=dict)
+    condition_strengths: list[float] | None = None
+    """Graded strength: the activation predicted where each condition fires (the largest where several do)."""
+    kind: str = "mode"
+    """``mode`` (a meaning) or ``background`` (diffuse low-level firing; simulated, not counted as a mode)."""
+    concept: str | None = None
+    """The shared meaning the label names, when the mode's tokens have one (e.g. "months"); None otherwise."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODE_KINDS:
+            raise ExplanationError(f"mode kind must be one of {', '.join(MODE_KINDS)}, got {self.kind!r}")
+        if self.condition_strengths is not None:
+            self.condition_strengths = [float(x) for x in self.condition_strengths]
+            if len(self.condition_strengths) != len(self.conditions):
+                raise ExplanationError(f"mode {self.label!r}: {len(self.condition_strengths)} condition strengths "
+                                       f"for {len(self.conditions)} conditions")
+
+    @property
+    def is_background(self) -> bool:
+        return self.kind == "background"
+
+    @property
+    def strengths(self) -> list[float]:
+        """(n_conditions,) the strength predicted where each condition fires."""
+        if self.condition_strengths is not None:
+            return list(self.condition_strengths)
+        return [self.strength] * len(self.conditions)
+
+    @property
+    def graded(self) -> bool:
+        return self.condition_strengths is not None and len(set(self.condition_strengths)) > 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "description": self.description,
                 "conditions": [c.to_dict() for c in self.conditions], "strength": self.strength,
+                "condition_strengths": None if self.condition_strengths is None else list(self.condition_strengths),
+                "kind": self.kind, "concept": self.concept,
                 "exemplars": list(self.exemplars), "scores": dict(self.scores)}
 
     @property
@@ -288,7 +330,8 @@ class Mode:
     def from_dict(cls, d: Any, where: str = "mode") -> Mode:
         if not isinstance(d, dict):
             raise ExplanationError(f"{where} must be an object, got {type(d).__name__}")
-        _check_keys(d, {"label", "description", "conditions", "strength", "exemplars", "scores"}, where)
+        _check_keys(d, {"label", "description", "conditions", "strength", "exemplars", "scores",
+                        "condition_strengths", "kind", "concept"}, where)
         label = d.get("label")
         if not isinstance(label, str) or not label.strip():
             raise ExplanationError(f"{where}.label must be a non-empty string")
@@ -304,10 +347,22 @@ class Mode:
         scores = d.get("scores", {})
         if not isinstance(scores, dict):
             raise ExplanationError(f"{where}.scores must be an object")
+        levels = d.get("condition_strengths")
+        if levels is not None:
+            if not isinstance(levels, list) or len(levels) != len(conds):
+                raise ExplanationError(f"{where}.condition_strengths must be a list with one number per condition")
+            levels = [_float(v, f"{where}.condition_strengths[{i}]") for i, v in enumerate(levels)]
+        kind = d.get("kind", "mode")
+        if kind not in MODE_KINDS:
+            raise ExplanationError(f"{where}.kind must be one of {', '.join(MODE_KINDS)}, got {kind!r}")
+        concept = d.get("concept")
+        if concept is not None and not isinstance(concept, str):
+            raise ExplanationError(f"{where}.concept must be a string or null")
         return cls(label=label, description=desc,
                    conditions=[condition_from_dict(c, f"{where}.conditions[{i}]") for i, c in enumerate(conds)],
                    strength=_float(d.get("strength"), f"{where}.strength", 1.0), exemplars=list(ex),
-                   scores={str(k): _float(v, f"{where}.scores.{k}") for k, v in scores.items() if v is not None})
+                   scores={str(k): _float(v, f"{where}.scores.{k}") for k, v in scores.items() if v is not None},
+                   condition_strengths=levels, kind=kind, concept=concept)
 
 
 @dataclass
@@ -338,11 +393,16 @@ class Explanation:
         return max((m.max_offset for m in self.modes), default=0)
 
     @property
+    def meanings(self) -> list[Mode]:
+        """The modes that are meanings: executable and not the background term (what "Number" counts)."""
+        return [m for m in self.modes if m.conditions and not m.is_background]
+
+    @property
     def summary(self) -> str:
         """One line: the text, or the modes' labels joined."""
         if self.text:
             return self.text
-        return "; ".join(m.description or m.label for m in self.modes)
+        return "; ".join(m.description or m.label for m in self.modes if not m.is_background)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA_VERSION, "layer": self.layer, "index": self.index, "method": self.method,
@@ -354,8 +414,9 @@ class Explanation:
         if not isinstance(d, dict):
             raise ExplanationError(f"{where} must be an object, got {type(d).__name__}")
         schema = d.get("schema")
-        if schema != SCHEMA_VERSION:
-            raise ExplanationError(f"{where}.schema is {schema!r}; this neuronscope reads schema {SCHEMA_VERSION}")
+        if schema not in READABLE_SCHEMAS:
+            raise ExplanationError(f"{where}.schema is {schema!r}; this neuronscope reads schemas "
+                                   f"{', '.join(map(str, READABLE_SCHEMAS))}")
         _check_keys(d, {"schema", "layer", "index", "method", "text", "modes", "scores", "meta"}, where)
         layer = _int(d.get("layer"), 0, 1 << 20, f"{where}.layer")
         index = _int(d.get("index"), 0, 1 << 31, f"{where}.index")

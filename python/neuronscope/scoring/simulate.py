@@ -1,7 +1,8 @@
 """Simulators: (explanation, tokens) → predicted activation per token.
 
 - ``exec`` runs the explanation's conditions: a mode predicts its ``strength`` where any of its
-  conditions holds and 0 elsewhere; the explanation predicts, per token, the strongest firing mode.
+  conditions holds and 0 elsewhere — or, graded, each condition's own strength (the largest where
+  several hold); the explanation predicts, per token, the strongest firing mode.
   Offline, exact and fast (vocabulary-mask gathers).
 - ``embed`` compares each mode's description with every token in context using the offline
   all-MiniLM-L6-v2 model (cosine of the mean-pooled description embedding with the token's contextual
@@ -76,9 +77,20 @@ class ExecSimulator:
                  calibration: WindowBatch | None = None) -> list[Simulation]:
         out = []
         for e in explanations:
-            masks = self.mode_masks(e, batch)
-            strength = torch.tensor([m.strength for m in e.modes], dtype=torch.float32, device=masks.device)
-            preds = masks.to(torch.float32) * strength[:, None]
+            if not e.executable:
+                self.mode_masks(e, batch)  # raises the error that names the explanation
+            preds = torch.zeros((len(e.modes), batch.n_tokens), dtype=torch.float32)
+            for k, m in enumerate(e.modes):
+                if not m.conditions:
+                    continue
+                if m.condition_strengths is None:  # uniform strength: one mask
+                    fires = self.evaluator.evaluate_mode(m, batch.ids, batch.seg)[batch.scored]
+                    preds[k] = fires.to(torch.float32) * float(m.strength)
+                    continue
+                # Graded: each condition predicts its own strength; where several fire, the largest magnitude.
+                masks = self.evaluator.evaluate_many(m.conditions, batch.ids, batch.seg)[:, batch.scored]
+                levels = torch.tensor(m.condition_strengths, dtype=torch.float32)
+                preds[k] = combine_modes(masks.to(torch.float32) * levels[:, None])
             out.append(Simulation(whole=combine_modes(preds), modes=preds))
         return out
 
