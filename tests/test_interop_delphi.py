@@ -250,7 +250,7 @@ def test_undefined_scores_are_nan_for_delphi_and_null_for_openai(records, tmp_pa
     assert oa[1].scores["score"] == pytest.approx(res[1].score, abs=1e-6)
 
 
-def _native(overall, quantile=0.5) -> list[dict]:
+def _native(overall, quantile=0.5, *, with_overall: bool = True) -> list[dict]:
     """A score file as delphi's convert_to_legacy_format + orjson writes it (overall group last)."""
     seq = {"distance": 0, "simulation": {"tokens": [" a", " b"], "expected_activations": [1.0, 2.0],
                                          "activation_scale": "simulated_normalized_activations",
@@ -263,13 +263,14 @@ def _native(overall, quantile=0.5) -> list[dict]:
             "absolute_dev_explained_score": 0}
     groups = [{"distance": 1, "scored_sequence_simulations": [seq], "ev_correlation_score": quantile,
                "rsquared_score": 0, "absolute_dev_explained_score": 0}]
-    if overall is not None:
+    if with_overall:
         groups.append({"distance": 0, "scored_sequence_simulations": [seq, rest], "ev_correlation_score": overall,
                        "rsquared_score": 0, "absolute_dev_explained_score": 0})
     return groups
 
 
-@pytest.mark.parametrize(("overall", "want"), [(0.375, 0.375), ("nan", None), (math.nan, None)])
+# delphi writes "nan"; a NaN float that reached orjson would be null; Python's json writes NaN.
+@pytest.mark.parametrize(("overall", "want"), [(0.375, 0.375), ("nan", None), (None, None), (math.nan, None)])
 def test_reads_delphi_native_simulation_scores(tmp_path, overall, want):
     (tmp_path / "explanations").mkdir()
     (tmp_path / "scores" / "simulation").mkdir(parents=True)
@@ -296,7 +297,8 @@ def test_reads_delphi_simulation_without_overall_group_as_pooled_pearson(tmp_pat
     (tmp_path / "scores" / "simulation").mkdir(parents=True)
     name = "layers.1.mlp_latent0.txt"
     (tmp_path / "explanations" / name).write_text(json.dumps("x"), encoding="utf-8")
-    (tmp_path / "scores" / "simulation" / name).write_text(json.dumps(_native(None)), encoding="utf-8")
+    body = json.dumps(_native(0.9, with_overall=False))
+    (tmp_path / "scores" / "simulation" / name).write_text(body, encoding="utf-8")
     [e] = read_delphi_explanations(tmp_path)
     assert e.scores["simulation"] == pytest.approx(1.0)  # (1, 2) vs (0, 3): r = 1
 

@@ -1,13 +1,15 @@
 """The ``neuronscope`` command line: ``run`` (the whole job), ``mine``, ``info``, ``merge``, ``neuron``, ``explain``,
 ``score``, ``export``, ``eval``, ``report``, ``search``.
 
-One meaning per flag in every command: ``--model`` is the subject model and ``--backend`` the miner (``mine``,
-``run``); ``--explain-backend`` picks the explainer and ``--llm-model`` the model on the LLM server; ``--method``
-names explainer methods. The LLM server options are declared once (:func:`add_llm_options`) and read once
-(:func:`llm_config`). The spellings of the previous release (``--backend``/``--model`` in ``explain``, ``score``
-and ``eval``; ``--methods``) still work for one release and say so on stderr.
+One meaning per flag: ``--model`` is the subject model and ``--backend`` the miner (``mine``, ``run``);
+``--explain-backend`` picks the explainer, ``--llm-model`` the model on the LLM server, ``--method`` the methods.
+The LLM options are declared once (:func:`add_llm_options`) and read once (:func:`llm_config`). The previous
+spellings (``--backend`` in ``explain``/``eval``, ``--model`` in ``explain``/``score``/``eval``, ``--methods``)
+work for one more release and say so on stderr. Only argparse, json and the errors are imported at start:
+``neuronscope --help`` loads no torch.
 
-Only argparse, json and the error classes are imported at start: ``neuronscope --help`` loads no torch.
+Why this module is long: it is the whole command line, eleven commands each with its parser and a short
+handler that imports its stage and calls it; a flag and the code that reads it stay in one file.
 """
 
 from __future__ import annotations
@@ -88,6 +90,12 @@ def add_method(p: argparse.ArgumentParser, default: str | None, help: str, *, le
 def methods(value: str | None) -> list[str]:
     """``"neuronscope, single-pass"`` → ``["neuronscope", "single-pass"]`` (None → [])."""
     return [m.strip() for m in (value or "").split(",") if m.strip()]
+
+
+def _source(a: argparse.Namespace):
+    from .scoring.run import open_source
+
+    return open_source(store=a.store, seed=a.seed) if a.store else open_source(records=a.records)
 
 
 def _add_mine(sub: argparse._SubParsersAction) -> None:
@@ -184,9 +192,9 @@ def _cmd_neuron(a: argparse.Namespace) -> int:
 def _cmd_score(a: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .scoring.run import open_source, score_file
+    from .scoring.run import score_file
 
-    source = open_source(store=a.store, records=a.records, seed=a.seed) if a.store else open_source(records=a.records)
+    source = _source(a)
     out = Path(a.out) if a.out else Path(a.explanations).with_suffix(f".scores.{a.simulator}.jsonl")
     explanations: Any = a.explanations
     if a.method:
@@ -211,9 +219,8 @@ def _cmd_explain(a: argparse.Namespace) -> int:
     import numpy as np
 
     from .agents import explain, parse_neurons
-    from .scoring.run import open_source
 
-    source = open_source(store=a.store, seed=a.seed) if a.store else open_source(records=a.records)
+    source = _source(a)
     neurons = parse_neurons(a.neurons, source, seed=a.seed)
     ms = methods(a.method)
     llm = llm_config(a) if a.explain_backend == "openai" else None
@@ -230,10 +237,8 @@ def _cmd_explain(a: argparse.Namespace) -> int:
 
 def _cmd_export(a: argparse.Namespace) -> int:
     from .interop.export import export
-    from .scoring.run import open_source
 
-    source = open_source(store=a.store, seed=a.seed) if a.store else open_source(records=a.records)
-    paths = export(source, a.explanations, a.format, a.out, simulator=a.simulator, method=a.method,
+    paths = export(_source(a), a.explanations, a.format, a.out, simulator=a.simulator, method=a.method,
                    delphi_scorers=tuple(methods(a.delphi_scorers)))
     print(f"{len(paths)} files ({a.format} layout) -> {a.out}")
     return 0
