@@ -337,3 +337,19 @@ def test_cli_export_method_picks_one_of_two_for_delphi(records, tmp_path, capsys
     assert main(["export", "--records", str(records), "--explanations", str(exps), "--format", "openai",
                  "--method", "single-pass", "--out", str(tmp_path / "oa1")]) == 0
     assert [e.text for e in read_openai_explanations(tmp_path / "oa1")] == ["the word cat"]
+
+
+def test_cli_score_method_scores_one_method_of_two(records, tmp_path, capsys):
+    exps = _two_method_file(tmp_path / "two.jsonl")
+    out = tmp_path / "s.jsonl"
+    assert main(["score", "--records", str(records), "--explanations", str(exps), "--method", "single-pass",
+                 "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(ln) for ln in out.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    assert [r["method"] for r in rows] == ["single-pass"]
+    assert main(["score", "--records", str(records), "--explanations", str(exps), "--out", str(tmp_path / "a.jsonl"),
+                 "--quiet"]) == 0
+    both = [json.loads(ln) for ln in (tmp_path / "a.jsonl").read_text(encoding="utf-8").splitlines() if ln.strip()]
+    assert sorted(r["method"] for r in both) == ["neuronscope", "single-pass"]
+    assert main(["score", "--records", str(records), "--explanations", str(exps), "--method", "openai",
+                 "--out", str(tmp_path / "x.jsonl"), "--quiet"]) == 2
+    assert "it holds neuronscope, single-pass" in capsys.readouterr().err
