@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from neuronscope.agents import OfflineConfig, OfflineNeuronScope, single_pass
+from neuronscope.agents.baseline import top_tokens
 from neuronscope.explanations import AllOf, ConditionEvaluator, Mode, PrevTokenIn, TokenIn, TokenRegex, Vocab
 from neuronscope.scoring import ExecSimulator, NeuronEvidence, Window, score_explanations
 
@@ -56,11 +57,14 @@ def planted():
 def test_offline_loop_recovers_planted_modes(planted):
     evidence, ev = planted
     res = OfflineNeuronScope(evidence, evaluator=ev, cfg=OfflineConfig(rounds=3)).run()
-    sp = single_pass(evidence)
+    sp = top_tokens(evidence)  # the strawman single pass (top tokens, one strength)
+    table = single_pass(evidence)  # the strong one: a token look-up table with strengths
     e = res.explanation
-    scores = score_explanations(evidence, [e, sp.explanation], ExecSimulator(evidence.vocab, ev))
+    scores = score_explanations(evidence, [e, sp.explanation, table.explanation],
+                                ExecSimulator(evidence.vocab, ev))
     assert scores[0].score > 0.9, e.to_dict()
     assert scores[0].score > scores[1].score + 0.05
+    assert scores[0].score > scores[2].score  # a token table cannot express "a digit after a bracket"
     assert len(e.modes) == 2
     # the strongest mode is the 'return'/'value' one, the other the digit-after-bracket context
     assert e.modes[0].conditions == [TokenIn(("return", "value"))]
@@ -79,7 +83,9 @@ def test_offline_loop_recovers_planted_modes(planted):
     assert res.round_scores[0]["round"] == 0
     assert all("train_score" in r for r in res.round_scores)
     assert len(sp.explanation.modes) == 1
-    assert sp.explanation.method == "single-pass"
+    assert sp.explanation.method == "top-tokens"
+    assert len(table.explanation.modes) == 1
+    assert table.explanation.method == "single-pass"
 
 
 def test_explain_cli_end_to_end_resume_score_export(minilm_store, tmp_path, monkeypatch, capsys):

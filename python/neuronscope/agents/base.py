@@ -23,7 +23,8 @@ class AgentConfig:
     """Activating tokens: train activation ≥ this share of the train maximum."""
     min_precision: float = 0.5
     """Keep a condition when its mean activation where it fires ≥ this share of the activating threshold."""
-    max_modes: int = 6
+    max_modes: int = 8
+    """A safety cap on modes; the mode cost and the earning rule decide well before it."""
     min_mode_share: float = 0.02
     """Clusters holding less than this share of the activating mass are merged into their nearest neighbour."""
     merge_similarity: float = 0.1
@@ -38,8 +39,17 @@ class AgentConfig:
     prune_frac: float = 0.3
     """False positive: a token of a set whose own mean activation is below this share of the mode's strength."""
     single_pass_tokens: int = 12
-    parsimony: float = 0.001
-    """A proposal with fewer modes is accepted if it loses at most this much train score."""
+    """Tokens of the ``top-tokens`` strawman."""
+    lookup_tokens: int = 40
+    """Rows of the ``single-pass`` token look-up table at most."""
+    mode_cost: float = 0.004
+    """Refinement maximises train score − ``mode_cost`` × modes: a new mode must buy more than this, a merge or
+    drop that loses less is taken."""
+    min_mode_cover: float = 0.05
+    """The earning rule (``OfflineNeuronScope.earn``): a meaning fires on at least this share of the
+    activating train tokens ..."""
+    min_mode_gain: float = 0.01
+    """... and removing it loses at least this much train score (else it is merged, background or dropped)."""
 
 
 OfflineConfig = AgentConfig

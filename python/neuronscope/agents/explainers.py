@@ -3,7 +3,9 @@
 - ``neuronscope`` × ``offline``: the NeuronScope loop with every role an algorithm (``offline.py``);
 - ``neuronscope`` × ``openai``: the loop with an LLM in the hypothesis, decomposition, explainer and
   refinement roles (``llm_agents.py``);
-- ``single-pass`` × ``offline`` / ``openai``: one explanation from the top exemplars (the baseline).
+- ``single-pass`` × ``offline``: a token look-up table with strengths from the train split in one pass
+  (the strong baseline); × ``openai``: one LLM call on the top exemplars (OpenAI's explainer);
+- ``top-tokens`` × ``offline``: the strawman (top tokens, one strength), for comparison.
 
 An :class:`ExplainContext` holds what all explainers of one run share: the evidence source, the
 condition evaluator, the loop's config, the word-meaning embedding cache, and how a neuron's token
@@ -33,7 +35,7 @@ from .feedback import (
 )
 from .workspace import FeatureFn, ProbeFn
 
-METHODS = ("neuronscope", "single-pass")
+METHODS = ("neuronscope", "single-pass", "top-tokens")
 BACKENDS = ("offline", "openai")
 
 
@@ -105,6 +107,18 @@ class OfflineSinglePassExplainer(Explainer):
         return single_pass(evidence, self.ctx.evaluator, self.ctx.config)
 
 
+class TopTokensExplainer(Explainer):
+    method, backend = "top-tokens", "offline"
+
+    def __init__(self, ctx: ExplainContext) -> None:
+        self.ctx = ctx
+
+    async def explain(self, evidence: NeuronEvidence) -> AgentResult:
+        from .baseline import top_tokens
+
+        return top_tokens(evidence, self.ctx.evaluator, self.ctx.config)
+
+
 class LLMNeuronScopeExplainer(Explainer):
     method, backend = "neuronscope", "openai"
 
@@ -139,6 +153,8 @@ def make_explainer(method: str, backend: str, ctx: ExplainContext, client: Any =
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if method == "top-tokens":  # needs no LLM whatever the backend
+        return TopTokensExplainer(ctx)
     if backend == "offline":
         return OfflineNeuronScopeExplainer(ctx) if method == "neuronscope" else OfflineSinglePassExplainer(ctx)
     if client is None:

@@ -38,9 +38,10 @@ from ..explanations.model import Condition, Explanation, Mode, PrevTokenIn, Toke
 from ..scoring.batch import score_conditions
 from ..scoring.evidence import NeuronEvidence
 from .base import AgentConfig, AgentResult
+from .concepts import name_modes
 from .proposals import proposals
 from .threads import remember_model_threads, torch_threads
-from .workspace import FeatureFn, ProbeFn, Workspace, build_mode, candidates, key_piece, with_strength
+from .workspace import FeatureFn, ProbeFn, Workspace, atoms, build_mode, candidates, key_piece, with_strength
 
 
 def _cluster(features: np.ndarray, weights: np.ndarray, cfg: AgentConfig) -> np.ndarray:
@@ -212,9 +213,16 @@ class OfflineNeuronScope:
         return float(ca @ cb / (np.linalg.norm(ca) * np.linalg.norm(cb) + 1e-12))
 
     def similar(self, a: Mode, b: Mode, active: torch.Tensor) -> bool:
-        """Whether two modes' activating tokens have close feature centroids (always, without features)."""
+        """Whether two modes' activating tokens have close feature centroids.
+
+        With graded strengths a merge costs no train score, so only evidence of one meaning may merge two
+        modes: without features the only evidence is a like strength (within 20%), a weak proxy kept for
+        callers that give no features (every stage gives contextual and word features).
+        """
         sim = self.similarity(a, b, active)
-        return sim is None or sim >= self.cfg.merge_similarity
+        if sim is None:
+            return abs(a.strength - b.strength) <= 0.2 * max(a.strength, b.strength, 1e-9)
+        return sim >= self.cfg.merge_similarity
 
     def _probe(self, modes: list[Mode], rnd: int) -> int:
         if self.probe is None or rnd > self.cfg.probe_rounds or not modes:
@@ -249,18 +257,19 @@ class OfflineNeuronScope:
                 best = self.ws.score(modes)
             accepted = []
             improved = True
+            cost = self.cfg.mode_cost
             while improved:
                 improved = False
                 scored = []
                 for why, ms in proposals(self, modes, kept, active):
                     if len(ms) > self.cfg.max_modes and len(ms) > len(modes):
-                        continue  # at most max_modes modes: more would be strength levels, not meanings
+                        continue  # a safety cap; the mode cost and the earning rule decide long before it
                     sc = self.ws.score(ms)
-                    # Fewer modes win ties within the parsimony tolerance (one mode per real concept).
-                    bonus = self.cfg.parsimony if len(ms) < len(modes) else 0.0
-                    scored.append((sc + bonus, sc, why, ms))
+                    # Every mode is charged ``mode_cost`` of train score: a new mode must buy more than that,
+                    # and a merge or drop that loses less is taken (one mode per meaning).
+                    scored.append((sc - cost * len(ms), sc, why, ms))
                 scored.sort(key=lambda x: -x[0])
-                if scored and scored[0][0] > best + 1e-4:
+                if scored and scored[0][0] > best - cost * len(modes) + 1e-4:
                     _, best, why, modes = scored[0]
                     accepted.append(f"{why} → {best:.3f}")
                     improved = len(accepted) < 12
@@ -269,11 +278,68 @@ class OfflineNeuronScope:
             stale = 0 if accepted else stale + 1
             if stale >= 2:
                 break
+        modes, background = self.earn(modes, active)
         modes = sorted(modes, key=lambda m: -m.strength)
+        name_modes(self.ws, modes, active)
+        if background is not None:
+            name_modes(self.ws, [background], active)
+            modes.append(background)
         e = Explanation(ev.layer, ev.index, modes or [Mode("unexplained")], method="neuronscope")
         if not modes:
             e.text = "no condition predicts this neuron's activating tokens"
         return AgentResult(e, self.transcript, self.rounds, time.monotonic() - t0)
+
+    def earn(self, modes: list[Mode], active: torch.Tensor) -> tuple[list[Mode], Mode | None]:
+        """The rule every mode must pass, on train data only (written in ``AgentConfig``):
+
+        a mode is a meaning when it fires on at least ``min_mode_cover`` of the activating train tokens and
+        removing it (the other modes and the background kept) loses at least ``min_mode_gain`` train score.
+        The least useful failing mode goes first, and the rule is re-checked on the rest: one that covers
+        the activating tokens but adds nothing over the others means the same as one of them and is merged
+        into the most similar; one that covers too little but still predicts (diffuse low-level firing)
+        joins the background term; one that predicts nothing is dropped. A lone mode always stays.
+        """
+        ws, cfg = self.ws, self.cfg
+        modes = [m for m in modes if m.conditions]
+        background: list[Condition] = []
+        n_active = max(int(active.sum()), 1)
+        decisions = []
+
+        def bg_modes() -> list[Mode]:
+            return [build_mode(ws, background, kind="background")] if background else []
+
+        while len(modes) > 1:
+            extra = bg_modes()
+            full = ws.score(modes + extra)
+            stats = []
+            for i, m in enumerate(modes):
+                cover = int((ws.fires(m) & active).sum()) / n_active
+                gain = full - ws.score(modes[:i] + modes[i + 1 :] + extra)
+                stats.append((cover, gain))
+            fails = [i for i, (c, g) in enumerate(stats) if c < cfg.min_mode_cover or g < cfg.min_mode_gain]
+            if not fails:
+                break
+            i = min(fails, key=lambda k: (stats[k][1], stats[k][0]))
+            cover, gain = stats[i]
+            m = modes.pop(i)
+            if cover >= cfg.min_mode_cover:
+                sims = [self.similarity(m, o, active) for o in modes]
+                if any(x is None for x in sims):  # no features: the mode nearest in strength
+                    sims = [-abs(o.strength - m.strength) for o in modes]
+                j = int(np.argmax(sims)) if modes else 0
+                modes[j] = build_mode(ws, atoms(modes[j]) + atoms(m))
+                what = f"merged into {modes[j].label}"
+            elif gain > 0:
+                background += atoms(m)
+                what = "background"
+            else:
+                what = "dropped"
+            decisions.append(f"{m.label}: cover {cover:.0%}, gain {gain:+.3f} → {what}")
+        self.log("earn", rule=f"cover ≥ {cfg.min_mode_cover:.0%} of activating tokens and gain ≥ "
+                 f"{cfg.min_mode_gain} train score", decisions=decisions, meanings=len(modes),
+                 background=len(background))
+        bg = bg_modes()
+        return modes, (bg[0] if bg else None)
 
     def _record(self, rnd: int, modes: list[Mode], train: float) -> None:
         row = {"round": rnd, "train_score": train, "modes": len(modes)}

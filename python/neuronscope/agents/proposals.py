@@ -1,7 +1,7 @@
 """The refinement agent's proposals, one function per kind; the loop keeps one only if the train score rises.
 
 Each function reads the current modes on the workspace's train batch and returns ``(why, new modes)``
-candidates: pruning false positives, strength splits, generalising a token set to its shape, context
+candidates: pruning false positives, generalising a token set to its shape, context
 restriction of imprecise conditions, dropping or merging modes, and new conditions for false negatives.
 """
 
@@ -24,11 +24,14 @@ if TYPE_CHECKING:
 Proposal = tuple[str, list[Mode]]
 
 
-def prune_and_split(agent: OfflineNeuronScope, modes: list[Mode]) -> list[Proposal]:
-    """False-positive atoms pruned, and modes split by the strengths of their atoms."""
+def prune(agent: OfflineNeuronScope, modes: list[Mode]) -> list[Proposal]:
+    """False-positive atoms pruned: atoms whose own mean activation is far below the mode's strength.
+
+    Strength differences never split a mode (one meaning with graded strength is one mode: each atom keeps
+    its own level, see ``workspace.build_mode``); only atoms that barely predict anything are removed.
+    """
     ws, cfg = agent.ws, agent.cfg
     props: list[Proposal] = []
-    # False positives: atoms whose own mean activation is far below the mode strength.
     for mi, m in enumerate(modes):
         parts = atoms(m)
         if len(parts) < 2:
@@ -39,27 +42,6 @@ def prune_and_split(agent: OfflineNeuronScope, modes: list[Mode]) -> list[Propos
             good = [a for a in parts if a not in bad]
             props.append((f"prune {len(bad)} false-positive conditions from mode {mi}",
                           [*modes[:mi], build_mode(ws, good), *modes[mi + 1:]]))
-        # Strength split: atoms with clearly different activations become separate modes, cut at the
-        # widest ratio gap of their sorted mean activations (two meanings folded together sit apart there).
-        means = np.asarray(sc.mean_act, dtype=np.float64)
-        if len(parts) >= 2 and (means > 0).all():
-            srt = np.sort(means)
-            gaps = srt[1:] / srt[:-1]
-            g = int(np.argmax(gaps))
-            if gaps[g] >= 1.2:
-                cut = float(srt[g])
-                hi = [a for a, v in zip(parts, means, strict=True) if v > cut]
-                lo = [a for a, v in zip(parts, means, strict=True) if v <= cut]
-                props.append((f"split mode {mi} by strength",
-                              [*modes[:mi], build_mode(ws, hi), build_mode(ws, lo), *modes[mi + 1:]]))
-        # ... and at the median, when the strongest atoms are far above the typical one (graded strengths).
-        if len(parts) >= 2 and means.max() > 1.6 * max(float(np.median(means)), 1e-9):
-            cut = float(np.median(means))
-            hi = [a for a, v in zip(parts, means, strict=True) if v > cut]
-            lo = [a for a, v in zip(parts, means, strict=True) if v <= cut]
-            if hi and lo:
-                props.append((f"split mode {mi} by strength at the median",
-                              [*modes[:mi], build_mode(ws, hi), build_mode(ws, lo), *modes[mi + 1:]]))
     return props
 
 
@@ -165,16 +147,18 @@ def cover_missed(agent: OfflineNeuronScope, modes: list[Mode], active: torch.Ten
                     mean = float(sc.mean_act[j])
                     mi = int(np.argmin([abs(m.strength - mean) for m in modes])) if modes else -1
                     like = False
-                if not like or abs(float(sc.mean_act[j]) - modes[mi].strength) > 0.2 * modes[mi].strength:
-                    props.append((f"new mode for missed tokens: {c.describe()}", [*modes, alone]))
+                # Graded strength: a weaker (or stronger) level of a mode's meaning joins that mode; a new mode
+                # only for a condition that means something else (the loop charges every extra mode).
                 if mi >= 0:
                     props.append((f"add {c.describe()} to mode {mi}",
                                   [*modes[:mi], build_mode(ws, [*atoms(modes[mi]), c]), *modes[mi + 1:]]))
+                if not like:
+                    props.append((f"new mode for missed tokens: {c.describe()}", [*modes, alone]))
     return props
 
 
 def proposals(agent: OfflineNeuronScope, modes: list[Mode], kept: list[Condition],
               active: torch.Tensor) -> list[Proposal]:
     """Every proposal of one refinement step, in a fixed order (ties go to the earlier one)."""
-    return (prune_and_split(agent, modes) + generalise(agent, modes, active) + restrict_context(agent, modes, active)
+    return (prune(agent, modes) + generalise(agent, modes, active) + restrict_context(agent, modes, active)
             + drop_or_merge(agent, modes, active) + cover_missed(agent, modes, active))

@@ -13,8 +13,9 @@ _SHAPES = {
 }
 
 
-def _quote(tokens: tuple[str, ...], limit: int = 6) -> str:
-    shown = [f'"{t.strip()}"' for t in tokens[:limit]]
+def quote_tokens(tokens: tuple[str, ...], limit: int = 6, mark: str = '"') -> str:
+    """``"a", "b" or "c"`` (the first ``limit`` tokens, then "and N more")."""
+    shown = [f"{mark}{t.strip()}{mark}" for t in tokens[:limit]]
     more = f" and {len(tokens) - limit} more" if len(tokens) > limit else ""
     if len(shown) == 1:
         return shown[0] + more
@@ -24,7 +25,7 @@ def _quote(tokens: tuple[str, ...], limit: int = 6) -> str:
 def describe_condition(c: Condition) -> str:
     """A phrase for one condition, e.g. ``the token "return" or "value"``."""
     if isinstance(c, TokenIn):
-        return f"the token {_quote(c.tokens)}"
+        return f"the token {quote_tokens(c.tokens)}"
     if isinstance(c, TokenRegex):
         shape = _SHAPES.get(c.pattern)
         if shape:
@@ -34,7 +35,7 @@ def describe_condition(c: Condition) -> str:
         return f"tokens matching /{c.pattern}/"
     if isinstance(c, PrevTokenIn):
         where = "right after" if c.offset == 1 else f"{c.offset} tokens after"
-        return f"any token {where} {_quote(c.tokens)}"
+        return f"any token {where} {quote_tokens(c.tokens)}"
     if isinstance(c, PrecedingRegex):
         return f"tokens shortly after text matching /{c.pattern}/"
     if isinstance(c, AllOf):

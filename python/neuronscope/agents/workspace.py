@@ -19,7 +19,8 @@ from ..scoring.simulate import ExecSimulator
 from .render import render_mode
 
 SHAPE_REGEXES = (
-    TokenRegex(r"^\d+$"), TokenRegex(r"^[A-Z][a-z]+$", case_sensitive=True), TokenRegex(r"^[A-Z]+$", case_sensitive=True),
+    TokenRegex(r"^\d+$"), TokenRegex(r"^[A-Z][a-z]+$", case_sensitive=True),
+    TokenRegex(r"^[A-Z]+$", case_sensitive=True),
     TokenRegex(r"^[^\w\s]+$"), TokenRegex(r"^[a-z]+$", case_sensitive=True), TokenRegex("ing$"), TokenRegex("ed$"),
     TokenRegex("ly$"), TokenRegex("tion$"), TokenRegex("s$"),
 )
@@ -127,10 +128,54 @@ def atoms(mode: Mode) -> list[Condition]:
 
 
 def with_strength(ws: Workspace, mode: Mode) -> Mode:
+    """Sets the mode's strengths from the train batch: each condition's mean activation where it fires (graded),
+    the mode's typical strength the mean where any fires; renders its text."""
     f = ws.fires(mode)
     mode.strength = float(ws.batch.acts[f].mean()) if bool(f.any()) else 0.0
+    if mode.conditions:
+        masks = ws.ev.evaluate_many(mode.conditions, ws.batch.ids, ws.batch.seg)[:, ws.batch.scored]
+        y = ws.batch.acts
+        mode.condition_strengths = [float(y[m].mean()) if bool(m.any()) else 0.0 for m in masks]
     return render_mode(mode)
 
 
-def build_mode(ws: Workspace, conds: list[Condition]) -> Mode:
-    return with_strength(ws, Mode(label="", conditions=merge_conditions(conds)))
+LEVEL_GAP = 1.6
+"""Atoms of one mode whose mean activations differ by at least this ratio are kept as separate strength levels."""
+MAX_LEVELS = 4
+
+
+def levels(means: np.ndarray) -> np.ndarray:
+    """(n,) level index of each atom from its mean activation: sorted means are cut where the ratio between
+    neighbours is ≥ ``LEVEL_GAP`` (at most ``MAX_LEVELS`` levels, the widest gaps first); 0 = strongest."""
+    n = len(means)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(-means, kind="stable")
+    srt = np.maximum(means[order], 1e-9)
+    ratio = srt[:-1] / srt[1:]
+    cuts = [int(i) for i in np.argsort(-ratio, kind="stable")[: MAX_LEVELS - 1] if ratio[i] >= LEVEL_GAP]
+    level_sorted = np.zeros(n, dtype=np.int64)
+    for c in sorted(cuts):
+        level_sorted[c + 1 :] += 1
+    out = np.empty(n, dtype=np.int64)
+    out[order] = level_sorted
+    return out
+
+
+def build_mode(ws: Workspace, conds: list[Condition], kind: str = "mode") -> Mode:
+    """One mode of these atomic conditions with graded strength: atoms are grouped into strength levels
+    (see :func:`levels`), token sets merged within a level, each resulting condition with its own strength."""
+    from ..scoring.batch import score_conditions
+
+    parts = atoms(Mode("", conditions=list(conds)))
+    if len(parts) > 1:
+        means = np.asarray(score_conditions(ws.ev, parts, ws.batch).mean_act, dtype=np.float64)
+        lev = levels(means)
+        merged: list[Condition] = []
+        for k in range(int(lev.max()) + 1 if len(lev) else 0):
+            merged += merge_conditions([c for c, v in zip(parts, lev, strict=True) if v == k])
+        seen: set[Condition] = set()
+        merged = [c for c in merged if not (c in seen or seen.add(c))]
+    else:
+        merged = merge_conditions(parts)
+    return with_strength(ws, Mode(label="", conditions=merged, kind=kind))

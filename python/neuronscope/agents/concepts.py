@@ -1,0 +1,291 @@
+"""Names that say what a mode means: the offline mode explainer's concept vocabulary.
+
+A mode's label is the meaning its tokens share when they share one ("months", "closing brackets",
+"Python keywords", "after `import`"), else its literal tokens; its description stays the precise,
+executable reading. Offline this uses what is at hand:
+
+- closed classes (function words, punctuation, keywords, digits ...) are decided by membership: most of
+  the mode's activating token mass must be members (word lists and token shapes, ``CLOSED``);
+- open classes (animals, food, places, ...) by all-MiniLM-L6-v2: each of the mode's tokens is embedded as a
+  word and compared with every concept's phrases; the concept is taken when the weighted mean similarity
+  is high, clearly above the runner-up, and most of the tokens pick it (``OPEN``, thresholds below).
+
+A single token is never given a category name (one word is its own best label).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from ..explanations.model import AllOf, Mode, PrecedingRegex, PrevTokenIn, normalise
+from .render import describe_condition, quote_tokens
+
+MIN_SHARE = 0.7
+"""Closed class: share of the mode's activating token mass that must be members."""
+MIN_SIMILARITY = 0.38
+"""Open class: weighted mean cosine of the tokens with the concept's best phrase."""
+MIN_MARGIN = 0.05
+"""Open class: ... this much above the runner-up concept."""
+MIN_VOTES = 0.5
+"""Open class: share of the token mass whose own nearest concept it is."""
+MIN_WORDS = 3
+"""Open class: distinct words at least (two words are their own best label)."""
+
+
+@dataclass(frozen=True)
+class Concept:
+    name: str
+    """The label ("months")."""
+    phrase: str
+    """How the description opens ("Month names")."""
+    members: frozenset[str] = frozenset()
+    pattern: str | None = None
+    """A token shape that makes a member (regex on the normalised token)."""
+
+    def contains(self, token: str) -> bool:
+        return token in self.members or (self.pattern is not None and re.fullmatch(self.pattern, token) is not None)
+
+
+def _c(name: str, phrase: str, words: str = "", pattern: str | None = None) -> Concept:
+    return Concept(name, phrase, frozenset(words.split()), pattern)
+
+
+CLOSED: tuple[Concept, ...] = (
+    _c("numbers", "Numbers", "zero one two three four five six seven eight nine ten hundred thousand million",
+       r"\d+([.,]\d+)?"),
+    _c("ordinals", "Ordinal words", "first second third fourth fifth sixth last next previous final 1st 2nd 3rd"),
+    _c("months", "Month names", "january february march april may june july august september october november "
+       "december jan feb mar apr jun jul aug sep sept oct nov dec"),
+    _c("weekdays", "Days of the week", "monday tuesday wednesday thursday friday saturday sunday"),
+    _c("time units", "Units of time", "second seconds minute minutes hour hours day days week weeks month months "
+       "year years millisecond milliseconds microseconds nanoseconds ms decade century"),
+    _c("pronouns", "Pronouns", "i me my mine you your yours he him his she her hers it its we us our they them "
+       "their theirs itself themselves yourself myself"),
+    _c("articles and determiners", "Articles and determiners", "a an the this that these those each every some "
+       "any no"),
+    _c("prepositions", "Prepositions", "of in on at by for with from to into onto over under about between "
+       "through during without within against among after before above below"),
+    _c("conjunctions", "Conjunctions", "and or but nor so yet because although while whereas unless if"),
+    _c("negation", "Negation", "not no never none neither nor cannot nothing nobody without n't"),
+    _c("modal verbs", "Modal verbs", "may might must shall should can could will would"),
+    _c("forms of be / have / do", "Auxiliary verbs", "is are was were be been being am has have had having does "
+       "do did done"),
+    _c("question words", "Question words", "what which who whom whose when where why how"),
+    _c("quantifiers", "Quantifiers", "all any some many much more most few fewer less least several both either "
+       "each every"),
+    _c("comparison words", "Comparison words", "equal equals less greater than compare compared comparison same "
+       "different larger smaller higher lower"),
+    _c("logic words", "Logic words", "and or not if else then true false both either"),
+    _c("Python keywords", "Python keywords", "def class return import from lambda yield while for pass raise "
+       "try except finally with as global nonlocal assert del elif else if in is not and or async await break "
+       "continue"),
+    _c("built-in types", "Built-in type names", "int float str bytes bool list dict tuple set frozenset complex "
+       "bytearray object type none"),
+    _c("boolean and null literals", "True, False and None", "true false none null nil"),
+    _c("opening brackets", "Opening brackets", "( [ { <"),
+    _c("closing brackets", "Closing brackets", ") ] } >"),
+    _c("brackets", "Brackets", "( ) [ ] { } < >"),
+    _c("quotation marks", "Quotation marks", "\" ' ` '' `` « » “ ” ‘ ’"),
+    _c("sentence-ending punctuation", "Sentence-ending punctuation", ". ! ? ..."),
+    _c("commas and colons", "Commas, colons and semicolons", ", : ;"),
+    _c("arithmetic operators", "Arithmetic operators", "+ - * / % ** // @"),
+    _c("comparison and assignment operators", "Comparison and assignment operators", "= == != < > <= >= += -= :="),
+    _c("punctuation", "Punctuation", "", r"[^\w\s]+"),
+    _c("colours", "Colour words", "red green blue yellow black white grey gray orange purple pink brown"),
+    _c("file and path words", "Files and paths", "file files path paths directory directories folder filename "
+       "open read write close os.path dir"),
+    _c("errors and exceptions", "Errors and exceptions", "error errors exception exceptions raise raised raises "
+       "fail failed failure traceback warning warnings"),
+    _c("capitalised words", "Capitalised words", "", r"[A-Z][a-z]+"),
+    _c("upper-case words", "Upper-case words and acronyms", "", r"[A-Z]{2,}"),
+    _c("-ing words", "Words ending in -ing", "", r"[a-z]+ing"),
+    _c("-ed words", "Words ending in -ed", "", r"[a-z]+ed"),
+    _c("-ly adverbs", "Adverbs ending in -ly", "", r"[a-z]+ly"),
+)
+
+OPEN: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    # (label, description phrase, phrases embedded for matching)
+    ("animals", "Animals", ("animals", "an animal species")),
+    ("food and drink", "Food and drink", ("food", "things to eat and drink")),
+    ("countries", "Countries", ("countries", "names of nations")),
+    ("cities and places", "Cities and places", ("cities", "places and locations")),
+    ("people and roles", "People and their roles", ("people and roles", "a person or occupation")),
+    ("family members", "Family members", ("family members", "relatives")),
+    ("body parts", "Body parts", ("body parts", "parts of the human body")),
+    ("emotions", "Emotions and feelings", ("emotions", "feelings")),
+    ("sports and games", "Sports and games", ("sports", "games")),
+    ("music", "Music", ("music", "musical instruments and songs")),
+    ("weather", "Weather", ("weather", "climate")),
+    ("plants", "Plants", ("plants", "trees and flowers")),
+    ("vehicles and transport", "Vehicles and transport", ("vehicles", "transport")),
+    ("clothing", "Clothing", ("clothing", "clothes")),
+    ("buildings and rooms", "Buildings and rooms", ("buildings", "rooms of a house")),
+    ("tools and devices", "Tools and devices", ("tools", "devices and machines")),
+    ("money and finance", "Money and finance", ("money", "finance and payments")),
+    ("law and government", "Law and government", ("law", "government and politics")),
+    ("medicine and health", "Medicine and health", ("medicine", "health and disease")),
+    ("science", "Science", ("science", "physics chemistry biology")),
+    ("mathematics", "Mathematics", ("mathematics", "mathematical terms")),
+    ("computers and software", "Computers and software", ("software", "computer programs")),
+    ("networking and the web", "Networking and the web", ("internet", "network protocols and the web")),
+    ("data and storage", "Data and storage", ("data storage", "databases and files")),
+    ("text and strings", "Text and strings", ("text", "characters and strings")),
+    ("education", "Education", ("education", "school and learning")),
+    ("religion", "Religion", ("religion", "faith and worship")),
+    ("war and conflict", "War and conflict", ("war", "military conflict")),
+    ("art and literature", "Art and literature", ("art", "books and literature")),
+    ("size and quantity", "Size and quantity", ("size", "large and small amounts")),
+    ("speed and motion", "Speed and motion", ("speed", "movement")),
+    ("time", "Time", ("time", "moments and durations")),
+    ("language and grammar", "Language and grammar", ("grammar", "words and sentences")),
+)
+
+
+@lru_cache(maxsize=1)
+def _open_vectors() -> tuple[np.ndarray, np.ndarray]:
+    """(P, 384) phrase embeddings and (P,) the concept each phrase belongs to."""
+    from ..embedding import embed_texts
+
+    phrases = [(k, p) for k, (_, _, ps) in enumerate(OPEN) for p in ps]
+    vecs = embed_texts([p for _, p in phrases]).numpy().astype(np.float64)
+    return vecs, np.asarray([k for k, _ in phrases])
+
+
+_WORD_CACHE: dict[str, np.ndarray] = {}
+
+
+def _word_vectors(words: Sequence[str]) -> np.ndarray:
+    from ..embedding import embed_texts
+
+    new = [w for w in dict.fromkeys(words) if w not in _WORD_CACHE]
+    if new:
+        _WORD_CACHE.update(zip(new, embed_texts(new).numpy().astype(np.float64), strict=True))
+    return np.stack([_WORD_CACHE[w] for w in words]) if words else np.zeros((0, 384))
+
+
+def closed_concept(tokens: Counter) -> Concept | None:
+    """The closed class most of the token mass belongs to (the most specific one first), or None."""
+    total = sum(tokens.values())
+    if len([t for t in tokens if tokens[t] > 0]) < 2 or total <= 0:
+        return None
+    best, best_share = None, 0.0
+    for c in CLOSED:
+        share = sum(w for t, w in tokens.items() if c.contains(t) or c.contains(t.lower())) / total
+        if share >= MIN_SHARE and share > best_share + 1e-9:
+            best, best_share = c, share
+    return best
+
+
+def open_concept(tokens: Counter) -> tuple[str, str] | None:
+    """(label, phrase) of the open class the tokens sit close to in MiniLM's space, or None."""
+    words = [t for t in tokens if re.search(r"[A-Za-z]{3,}", t)]
+    total = sum(tokens.values())
+    # An open class needs several words, and words must carry most of the mode (not digits or symbols).
+    if len(words) < MIN_WORDS or total <= 0 or sum(tokens[t] for t in words) < 0.6 * total:
+        return None
+    w = np.asarray([tokens[t] for t in words], dtype=np.float64)
+    w /= w.sum()
+    phrase_vecs, owner = _open_vectors()
+    sims = _word_vectors([t.lower() for t in words]) @ phrase_vecs.T  # (n, P)
+    per = np.full((len(words), len(OPEN)), -1.0)
+    for k in range(len(OPEN)):
+        per[:, k] = sims[:, owner == k].max(1)
+    mean = w @ per
+    order = np.argsort(-mean)
+    top, second = int(order[0]), int(order[1])
+    votes = float(w[per.argmax(1) == top].sum())
+    if mean[top] >= MIN_SIMILARITY and mean[top] - mean[second] >= MIN_MARGIN and votes >= MIN_VOTES:
+        return OPEN[top][0], OPEN[top][1]
+    return None
+
+
+def mode_tokens(ws, mode: Mode, active: torch.Tensor) -> Counter:
+    """The mode's activating train tokens: normalised token string → activation mass."""
+    fires = ws.fires(mode) & active
+    ids = ws.batch.ids[ws.batch.scored][fires].tolist()
+    acts = ws.batch.acts[fires].tolist()
+    out: Counter = Counter()
+    for i, a in zip(ids, acts, strict=True):
+        key = normalise(ws.vocab.pieces[int(i)], True)
+        if key:
+            out[key] += max(float(a), 0.0)
+    return out
+
+
+def _context_only(mode: Mode) -> list[PrevTokenIn] | None:
+    """The context conditions when the mode is defined by context alone ("any token after `import`")."""
+    if mode.conditions and all(isinstance(c, PrevTokenIn) for c in mode.conditions):
+        return list(mode.conditions)  # type: ignore[arg-type]
+    return None
+
+
+def _contexts(mode: Mode) -> list[str]:
+    """Context restrictions of the mode's conditions ("after "import""), to qualify a concept label."""
+    out = []
+    for c in mode.conditions:
+        if isinstance(c, AllOf):
+            for s in c.conditions:
+                if isinstance(s, PrevTokenIn) and s.offset == 1:
+                    out.append(f"after {quote_tokens(s.tokens, 2)}")
+                elif isinstance(s, PrecedingRegex):
+                    out.append("in context")
+    return sorted(set(out))
+
+
+def name_mode(ws, mode: Mode, active: torch.Tensor) -> Mode:
+    """Sets the mode's ``concept``, ``label`` and ``description`` (in place; see the module docstring)."""
+    if not mode.conditions:
+        return mode
+    reading = "; or ".join(describe_condition(c) for c in mode.conditions)
+    graded = _graded_note(mode)
+    if mode.is_background:
+        mode.concept = None
+        mode.label = "background"
+        mode.description = f"Weak, diffuse firing: {reading}{graded}"
+        return mode
+    ctx_only = _context_only(mode)
+    if ctx_only is not None:
+        toks = tuple(t for c in ctx_only for t in c.tokens)
+        where = "after" if all(c.offset == 1 for c in ctx_only) else "shortly after"
+        mode.concept = f"{where} {quote_tokens(toks, 3, '`')}"
+        mode.label = mode.concept
+        mode.description = f"Tokens {where} {quote_tokens(toks)}: {reading}{graded}"
+        return mode
+    tokens = mode_tokens(ws, mode, active)
+    concept = closed_concept(tokens)
+    name, phrase = (concept.name, concept.phrase) if concept is not None else (open_concept(tokens) or (None, None))
+    ctx = _contexts(mode)
+    if name is not None:
+        mode.concept = name
+        mode.label = name + (f" ({' or '.join(ctx)})" if ctx else "")
+        mode.description = f"{phrase}{' ' + ' or '.join(ctx) if ctx else ''}: {reading}{graded}"
+    else:
+        mode.concept = None
+        mode.description = reading[0].upper() + reading[1:] + graded
+    return mode
+
+
+def _graded_note(mode: Mode) -> str:
+    """", strongest on ...", when the mode's levels differ clearly."""
+    if not mode.graded or mode.condition_strengths is None:
+        return ""
+    order = np.argsort(-np.asarray(mode.condition_strengths))
+    top = mode.conditions[int(order[0])]
+    lo, hi = min(mode.condition_strengths), max(mode.condition_strengths)
+    if hi <= 1.3 * max(lo, 1e-9):
+        return ""
+    return f" (strongest: {describe_condition(top)})"
+
+
+def name_modes(ws, modes: list[Mode], active: torch.Tensor) -> list[Mode]:
+    """:func:`name_mode` for each mode."""
+    for m in modes:
+        name_mode(ws, m, active)
+    return modes
