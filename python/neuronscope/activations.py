@@ -221,11 +221,10 @@ class PlantedActivations:
         return self.subject_source.vectors(self._feature_layer, positions)
 
     def on_texts(self, texts: Sequence[str], layer: int, neurons: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The planted definition on each text (noise-free: every firing mode at its strength, the max)."""
-        import torch
-
+        """The planted definition on each text, noise-free: ``eval.definition.definition``, the code that also
+        defines the corpus values (there with dropout and noise added); each text is one document."""
+        from .eval.definition import PlantedNeuron, TokenStream, definition
         from .explanations.conditions import ConditionEvaluator
-        from .explanations.model import condition_from_dict
         from .explanations.vocab import Vocab
 
         tokenizer = self.store.tokenizer()
@@ -233,18 +232,16 @@ class PlantedActivations:
             import json
 
             spec = json.loads((self.store.path / self.store.manifest["planted"]["ground_truth"]).read_text())
-            self._definitions = [[([condition_from_dict(c) for c in m["conditions"]], float(m["strength"]))
-                                  for m in n["modes"]] for n in spec["neurons"]]
-            self._evaluator = ConditionEvaluator(Vocab.from_tokenizer(tokenizer))
+            self._definitions = [PlantedNeuron.from_dict(n) for n in spec["neurons"]]
+            self._vocab = Vocab.from_tokenizer(tokenizer)
+            self._evaluator = ConditionEvaluator(self._vocab)
         out = []
         for text in texts:
             ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"][:256], dtype=np.int64)
-            t_ids, seg = torch.from_numpy(ids), torch.zeros(len(ids), dtype=torch.int64)
+            stream = TokenStream(ids, np.zeros(len(ids), dtype=np.int64), self._vocab, self._evaluator)
             acts = np.zeros((len(ids), len(neurons)), dtype=np.float32)
             for j, n in enumerate(neurons):
-                for conds, strength in self._definitions[int(n)]:
-                    fires = np.any([self._evaluator.evaluate(c, t_ids, seg).numpy() for c in conds], axis=0)
-                    acts[:, j] = np.where(fires, np.maximum(acts[:, j], strength), acts[:, j])
+                acts[:, j] = definition(self._definitions[int(n)], stream)
             out.append((ids, acts))
         return out
 

@@ -1,12 +1,21 @@
-"""Evaluation metrics: mode recall/precision by activation overlap, mode counts, confidence intervals,
-and the Wilcoxon signed-rank test between methods (implemented here: scipy is not a runtime dependency)."""
+"""Evaluation metrics: mode recall/precision by activation overlap, the distribution of mode counts, the
+polysemantic rule, confidence intervals, paired comparisons and the Wilcoxon signed-rank test (implemented
+here: scipy is not a runtime dependency)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+POLY_MIN_MEANINGS = 2
+POLY_MIN_COVERAGE = 0.10
+POLYSEMANTIC_RULE = (f"a neuron is polysemantic when its explanation has at least {POLY_MIN_MEANINGS} meanings "
+                     f"(executable modes of kind `mode`, the background term excluded) each of which fires on at least "
+                     f"{POLY_MIN_COVERAGE:.0%} of the neuron's held-out top activations (the mode's held-out "
+                     f"`coverage`: `explanation.modes[k].scores.coverage` in the explain rows)")
 
 
 @dataclass
@@ -110,3 +119,54 @@ def wilcoxon(x: np.ndarray | list[float], y: np.ndarray | list[float]) -> tuple[
         return stat, 1.0
     z = (stat - mean) / math.sqrt(var)
     return stat, min(1.0, 2 * _norm_sf(abs(z)))
+
+
+def count_distribution(counts: Sequence[int]) -> dict:
+    """The distribution of per-neuron counts: n, mean, min, quartiles (numpy's linear interpolation), median, max
+    and how many neurons have each count (``{count: neurons}``, every count from min to max listed)."""
+    x = np.asarray(counts, dtype=np.int64)
+    if len(x) == 0:
+        return {"n": 0, "mean": float("nan"), "min": None, "q1": None, "median": None, "q3": None, "max": None,
+                "counts": {}}
+    q1, med, q3 = (float(v) for v in np.quantile(x, [0.25, 0.5, 0.75]))
+    lo, hi = int(x.min()), int(x.max())
+    return {"n": len(x), "mean": float(x.mean()), "min": lo, "q1": q1, "median": med, "q3": q3, "max": hi,
+            "counts": {k: int((x == k).sum()) for k in range(lo, hi + 1)}}
+
+
+def is_polysemantic(coverages: Sequence[float], min_meanings: int = POLY_MIN_MEANINGS,
+                    min_coverage: float = POLY_MIN_COVERAGE) -> bool:
+    """``POLYSEMANTIC_RULE``: ``coverages`` are the held-out coverages of the explanation's meanings."""
+    return sum(1 for c in coverages if c >= min_coverage) >= min_meanings
+
+
+def summarize(items: Sequence[dict], keys: Sequence[str], seed: int = 0) -> dict:
+    """``{"n": .., key: {"mean", "ci95"}}`` over the items' values of each key."""
+    out: dict = {"n": len(items)}
+    for k in keys:
+        m, lo, hi = mean_ci([it[k] for it in items], seed)
+        out[k] = {"mean": m, "ci95": [lo, hi]}
+    return out
+
+
+def by_group(items: Sequence[dict], group: str, keys: Sequence[str], seed: int = 0) -> dict:
+    """``{"all": summarize(items), value: summarize(items with item[group] == value), ..}`` (groups sorted)."""
+    out = {"all": summarize(items, keys, seed)}
+    for g in sorted({it[group] for it in items}):
+        out[g] = summarize([it for it in items if it[group] == g], keys, seed)
+    return out
+
+
+def paired(items: Sequence[dict], a: str, b: str, key: str = "score") -> dict | None:
+    """Method ``a`` against ``b`` on the neurons both explained (items: ``neuron``, ``method``, ``key``):
+    mean of a − b, how often each is higher, ties, and the two-sided Wilcoxon signed-rank p-value."""
+    by: dict = {}
+    for it in items:
+        by.setdefault(it["neuron"], {})[it["method"]] = it[key]
+    pairs = [(v[a], v[b]) for v in by.values() if a in v and b in v]
+    if not pairs:
+        return None
+    x, y = np.asarray(pairs, dtype=np.float64).T
+    stat, p = wilcoxon(x, y)
+    return {"a": a, "b": b, "key": key, "n": len(pairs), "mean_diff": float(np.mean(x - y)), "wilcoxon_stat": stat,
+            "p": p, "a_better": int((x > y).sum()), "b_better": int((x < y).sum()), "ties": int((x == y).sum())}

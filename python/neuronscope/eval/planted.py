@@ -1,37 +1,44 @@
 """Planted neurons: activations defined from known modes over a real token stream, stored as a NeuronStore.
 
-Each planted neuron is a list of true modes (conditions + strength). Over every token of the base store's
-corpus its activation is
+Each planted neuron is a list of true modes (``definition``: conditions or a feature, with a strength).
+Over every token of the base store's corpus its activation is
 
-    max over the modes that fire (each firing kept with probability ``keep``) of strength × (1 + 5% noise)
+    max over the modes that fire (each firing kept with probability ``keep``) of value × (1 + 5% noise)
     + a small distractor activation on 0.5% of random tokens + N(0, 0.02 · max strength) everywhere,
 
-mined with the same miner as real neurons into layer 0 of a store whose activation source (``activations.PlantedActivations``) reads
-the planted values, so an explainer sees exactly the interface of a mined store. The ground truth (modes,
-the neuron's type, near-duplicate groups that count as one mode) is written beside it.
+where a mode's value is its strength (graded modes: strength × level, ``definition.feature_level``),
+mined with the same miner as real neurons into layer 0 of a store whose activation source
+(``activations.PlantedActivations``) reads the planted values, so an explainer sees exactly the interface
+of a mined store; probe texts get the same definition without noise (``definition.definition``). The
+ground truth (modes, the neuron's family, near-duplicate groups that count as one mode) is written beside it.
 
-The standard suite (``standard_suite``) holds 66 neurons: 12 monosemantic, 18 with 2 modes, 12 with 3,
-6 with unequal strengths, 6 context-dependent (token X only after Y), 6 near-duplicate pairs that
-should merge, 6 with a weak third mode.
+The standard suite (``standard_suite``) holds 102 neurons. 66 inside the condition grammar
+(``grammar_suite``): 12 monosemantic, 18 with 2 modes, 12 with 3, 6 with unequal strengths, 6
+context-dependent (token X only after Y), 6 near-duplicate pairs that should merge, 6 with a weak third
+mode; and 36 beyond it (``families.open_families``, 6 each): word-list categories, graded number
+magnitude, multi-word phrases, document position, overlapping modes, modes that differ only by context.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, StoreError
-from ..explanations.conditions import ConditionEvaluator
-from ..explanations.model import AllOf, Condition, PrevTokenIn, TokenIn, TokenRegex, condition_from_dict
+from ..explanations.model import AllOf, Condition, PrevTokenIn, TokenIn, TokenRegex
 from ..explanations.vocab import Vocab
 from ..io import write_json
 from ..mining.spec import MiningConfig
 from ..mining.stats import LayerStats
 from ..store import NeuronStore, open_store, write_manifest, write_stats
+from .definition import PlantedNeuron, TokenStream, TrueMode, mode_values
+from .families import open_families
+
+__all__ = ["CONCEPTS", "CONTEXTS", "PlantedNeuron", "TrueMode", "build_planted_store", "corpus_stream",
+           "grammar_suite", "mode_masks", "planted_activations", "read_ground_truth", "standard_suite"]
 
 # Concepts that occur in the pydoc corpus (and in most English/code corpora).
 CONCEPTS: dict[str, Condition] = {
@@ -64,39 +71,13 @@ CONTEXTS: list[tuple[str, Condition]] = [
 ]
 
 
-@dataclass
-class TrueMode:
-    label: str
-    conditions: list[Condition]
-    strength: float
-
-    def to_dict(self) -> dict:
-        return {"label": self.label, "conditions": [c.to_dict() for c in self.conditions], "strength": self.strength}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrueMode:
-        return cls(d["label"], [condition_from_dict(c) for c in d["conditions"]], float(d["strength"]))
-
-
-@dataclass
-class PlantedNeuron:
-    kind: str
-    """mono, 2-mode, 3-mode, unequal, context, duplicate or weak."""
-    modes: list[TrueMode]
-    groups: list[list[int]]
-    """Which true modes count as one (near-duplicates should be merged): lists of mode indices."""
-    keep: float = 0.9
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "modes": [m.to_dict() for m in self.modes], "groups": self.groups, "keep": self.keep}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PlantedNeuron:
-        return cls(d["kind"], [TrueMode.from_dict(m) for m in d["modes"]], d["groups"], float(d.get("keep", 0.9)))
-
-
 def standard_suite(seed: int = 0) -> list[PlantedNeuron]:
-    """The 66-neuron suite (see the module docstring), deterministic for ``seed``."""
+    """The 102-neuron suite: ``grammar_suite`` then ``families.open_families``, deterministic for ``seed``."""
+    return grammar_suite(seed) + open_families(seed)
+
+
+def grammar_suite(seed: int = 0) -> list[PlantedNeuron]:
+    """The 66 neurons inside the condition grammar (see the module docstring), deterministic for ``seed``."""
     rng = np.random.default_rng(seed)
     names = list(CONCEPTS)
 
@@ -133,7 +114,8 @@ def standard_suite(seed: int = 0) -> list[PlantedNeuron]:
         toks = CONCEPTS[name[0]].tokens
         half = len(toks) // 2
         s = round(float(rng.uniform(2, 3.5)), 3)
-        ms = [TrueMode(f"{name[0]} (a)", [TokenIn(toks[:half])], s), TrueMode(f"{name[0]} (b)", [TokenIn(toks[half:])], s)]
+        ms = [TrueMode(f"{name[0]} (a)", [TokenIn(toks[:half])], s),
+              TrueMode(f"{name[0]} (b)", [TokenIn(toks[half:])], s)]
         out.append(PlantedNeuron("duplicate", ms, [[0, 1]]))
     for _ in range(6):
         a, b, c = pick(3)
@@ -142,31 +124,35 @@ def standard_suite(seed: int = 0) -> list[PlantedNeuron]:
     return out
 
 
-def mode_masks(neuron: PlantedNeuron, evaluator: ConditionEvaluator, ids: torch.Tensor,
-               seg: torch.Tensor) -> np.ndarray:
-    """(n_modes, T) bool: where each true mode's conditions hold."""
-    rows = [np.any([evaluator.evaluate(c, ids, seg).numpy() for c in m.conditions], axis=0) for m in neuron.modes]
-    return np.stack(rows) if rows else np.zeros((0, len(ids)), dtype=bool)
+def mode_masks(neuron: PlantedNeuron, stream: TokenStream) -> np.ndarray:
+    """(n_modes, T) bool: where each true mode fires (its firing set, what explained modes are matched to)."""
+    return mode_values(neuron, stream) > 0
 
 
-def planted_activations(neurons: list[PlantedNeuron], evaluator: ConditionEvaluator, ids: torch.Tensor,
-                        seg: torch.Tensor, seed: int = 0) -> np.ndarray:
+def planted_activations(neurons: list[PlantedNeuron], stream: TokenStream, seed: int = 0) -> np.ndarray:
     """(T, N) float32 activations of the planted neurons over the token stream (see the module docstring)."""
     rng = np.random.default_rng([seed, 1])
-    t = len(ids)
+    t = len(stream)
     out = np.zeros((t, len(neurons)), dtype=np.float32)
     for j, nrn in enumerate(neurons):
-        masks = mode_masks(nrn, evaluator, ids, seg)
+        values = mode_values(nrn, stream)
         top = max(m.strength for m in nrn.modes)
         act = np.zeros(t, dtype=np.float64)
-        for m, mask in zip(nrn.modes, masks, strict=True):
-            fire = mask & (rng.random(t) < nrn.keep)
-            act = np.where(fire, np.maximum(act, m.strength * (1 + 0.05 * rng.standard_normal(t))), act)
+        for v in values:
+            fire = (v > 0) & (rng.random(t) < nrn.keep)
+            act = np.where(fire, np.maximum(act, v * (1 + 0.05 * rng.standard_normal(t))), act)
         distract = rng.random(t) < 0.005
         act[distract] += 0.15 * top * rng.random(int(distract.sum()))
         act += 0.02 * top * rng.standard_normal(t)
         out[:, j] = act
     return out
+
+
+def corpus_stream(store: NeuronStore) -> TokenStream:
+    """The whole corpus of a store as one token stream (documents as segments)."""
+    tok = store.tokens
+    return TokenStream(tok.tokens[:].astype(np.int64), tok.doc_of(np.arange(tok.n_tokens)).astype(np.int64),
+                       Vocab.from_tokenizer(store.tokenizer()))
 
 
 def build_planted_store(base: str | Path | NeuronStore, out: str | Path, neurons: list[PlantedNeuron] | None = None,
@@ -189,12 +175,7 @@ def build_planted_store(base: str | Path | NeuronStore, out: str | Path, neurons
             pass
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # not a store until rewritten
-    tok = base.tokens
-    vocab = Vocab.from_tokenizer(base.tokenizer())
-    ev = ConditionEvaluator(vocab)
-    ids = torch.from_numpy(tok.tokens[:].astype(np.int64))
-    seg = torch.from_numpy(tok.doc_of(np.arange(tok.n_tokens)).astype(np.int64))
-    acts = planted_activations(neurons, ev, ids, seg, seed)
+    acts = planted_activations(neurons, corpus_stream(base), seed)
     np.save(out / "planted_activations.npy", acts)
     cfg = config or MiningConfig.from_dict(base.manifest["mining"])
     _, miner = resolve_backend(None, "cpu")

@@ -1,28 +1,31 @@
-"""``neuronscope eval``: the paper's two claims measured side by side, per method.
+"""``neuronscope eval``: the paper's two claims measured side by side, for any list of methods.
 
-- planted suite (ground truth): mode recall and precision (explained ↔ true modes matched by the IoU of
-  their firing sets over the whole corpus, ≥ 0.5; near-duplicate true modes count as one), "Number"
-  (modes found vs true), held-out Score; per neuron type;
-- real neurons (a seeded sample across all layers): held-out Score, number of modes, share found
-  polysemantic (≥ 2 modes).
-Means carry 95% bootstrap intervals; methods are compared with the paired Wilcoxon signed-rank test.
-Writes ``eval.json`` and ``eval.md`` under the output directory; explanations are kept (and resumed) there.
+- planted suite (ground truth, ``planted.standard_suite``): mode recall and precision (explained meanings ↔
+  true modes matched by the IoU of their firing sets over the whole corpus, ≥ 0.5; near-duplicate true modes
+  count as one), "Number" (meanings found vs true, and the share found exactly), held-out Score; per family;
+- real neurons (a seeded sample across all layers): held-out Score, the distribution of the number of
+  meanings, and the share polysemantic by ``metrics.POLYSEMANTIC_RULE``;
+- for both: the histogram of meanings found per method (``Explanation.meanings``: the background term is
+  not a mode), the share of meanings whose label names a concept (``Mode.concept``), and NeuronScope
+  against every other method (paired Wilcoxon signed-rank on held-out Score).
+Means carry 95% bootstrap intervals. Writes ``eval.json`` and ``eval.md`` (``tables.markdown``) under the
+output directory; explanations are kept (and resumed) there.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError
-from ..explanations.conditions import ConditionEvaluator
-from ..explanations.model import Explanation
+from ..explanations.model import Explanation, Mode
 from ..io import write_json
-from .metrics import match_modes, mean_ci, wilcoxon
-from .planted import build_planted_store, mode_masks, read_ground_truth
+from .metrics import POLYSEMANTIC_RULE, by_group, count_distribution, is_polysemantic, match_modes, paired, summarize
+from .planted import build_planted_store, corpus_stream, mode_masks, read_ground_truth
+from .tables import markdown
 
 SUITES = ("planted", "real", "all")
 
@@ -45,126 +48,109 @@ def _explain(store, neurons, out: Path, methods, backend, rounds, llm, progress)
                    progress=progress, llm=llm)
 
 
+def _meanings(row: dict) -> list[Mode]:
+    """The meanings of an explain row's explanation (what "Number" counts: no background term)."""
+    return Explanation.from_dict(row["explanation"]).meanings
+
+
 def _planted_rows(store, rows: list[dict]) -> list[dict]:
     truth = read_ground_truth(store)
-    tok = store.tokens
-    from ..explanations.vocab import Vocab
-
-    ev = ConditionEvaluator(Vocab.from_tokenizer(store.tokenizer()))
-    ids = torch.from_numpy(tok.tokens[:].astype(np.int64))
-    seg = torch.from_numpy(tok.doc_of(np.arange(tok.n_tokens)).astype(np.int64))
-    true_masks = {i: mode_masks(n, ev, ids, seg) for i, n in enumerate(truth)}
+    stream = corpus_stream(store)
+    ids, seg = stream.tensors()
+    ev = stream.evaluator
+    true_masks = {i: mode_masks(n, stream) for i, n in enumerate(truth)}
     out = []
     for r in rows:
         if "error" in r:
             continue
-        e = Explanation.from_dict(r["explanation"])
-        found = [m for m in e.modes if m.conditions]
+        found = _meanings(r)
         fmask = (np.stack([ev.evaluate_mode(m, ids, seg).numpy() for m in found]) if found
-                 else np.zeros((0, len(ids)), dtype=bool))
+                 else np.zeros((0, len(stream)), dtype=bool))
         n = truth[r["index"]]
         mm = match_modes(fmask, true_masks[r["index"]], n.groups)
-        out.append({"index": r["index"], "method": r["method"], "kind": n.kind, "score": r["heldout"]["score"],
-                    "recall": mm.recall, "precision": mm.precision, "n_true": mm.n_true, "n_found": mm.n_found})
+        out.append({"neuron": r["index"], "index": r["index"], "method": r["method"], "kind": n.kind,
+                    "score": r["heldout"]["score"], "recall": mm.recall, "precision": mm.precision,
+                    "n_true": mm.n_true, "n_found": mm.n_found, "exact": float(mm.n_found == mm.n_true),
+                    "named": sum(m.concept is not None for m in found)})
     return out
 
 
-def _summary(items: list[dict], keys: Sequence[str], seed: int) -> dict:
-    out = {"n": len(items)}
-    for k in keys:
-        m, lo, hi = mean_ci([it[k] for it in items], seed)
-        out[k] = {"mean": m, "ci95": [lo, hi]}
+def _real_rows(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        if "error" in r:
+            continue
+        found = _meanings(r)
+        cov = [float(m.scores.get("coverage", 0.0)) for m in found]
+        out.append({"neuron": f"{r['layer']}/{r['index']}", "layer": r["layer"], "index": r["index"],
+                    "method": r["method"], "score": r["heldout"]["score"], "modes": len(found),
+                    "multi": float(len(found) >= 2), "polysemantic": float(is_polysemantic(cov)),
+                    "named": sum(m.concept is not None for m in found), "coverages": cov})
     return out
 
 
-def _paired(items: list[dict], methods: Sequence[str], key: str = "score") -> dict | None:
-    if len(methods) < 2:
-        return None
-    a, b = methods[-1], methods[0]
-    by = {}
-    for it in items:
-        by.setdefault(it["neuron"], {})[it["method"]] = it[key]
-    pairs = [(v[a], v[b]) for v in by.values() if a in v and b in v]
-    if not pairs:
-        return None
-    x, y = np.asarray(pairs).T
-    stat, p = wilcoxon(x, y)
-    return {"a": a, "b": b, "n": len(pairs), "mean_diff": float(np.mean(x - y)), "wilcoxon_stat": stat, "p": p,
-            "a_better": int((x > y).sum()), "b_better": int((x < y).sum())}
+def reference_method(methods: Sequence[str]) -> str:
+    """The method every other is compared against: ``neuronscope`` when evaluated, else the last one."""
+    return "neuronscope" if "neuronscope" in methods else methods[-1]
 
 
-def evaluate(suite: str = "all", methods: Sequence[str] = ("single-pass", "neuronscope"), *, backend: str = "offline",
-             store: str | Path = "runs/minilm", out: str | Path = "runs/eval", n_real: int = 200, seed: int = 0,
-             rounds: int = 4, llm: dict | None = None, progress: bool = True) -> dict:
+def _common(items: list[dict], methods: Sequence[str], count_key: str) -> dict:
+    """Per method: the meanings-found distribution and the concept-named share; NeuronScope against each."""
+    ref = reference_method(methods)
+    dist, named = {}, {}
+    for m in methods:
+        mine = [it for it in items if it["method"] == m]
+        dist[m] = count_distribution([it[count_key] for it in mine])
+        total = sum(it[count_key] for it in mine)
+        k = sum(it["named"] for it in mine)
+        named[m] = {"meanings": total, "named": k, "share": k / total if total else float("nan")}
+    pairs = [p for m in methods if m != ref for p in [paired(items, ref, m)] if p is not None]
+    return {"modes_found": dist, "concept_named": named, "reference": ref, "paired_score": pairs}
+
+
+def evaluate(suite: str = "all", methods: Sequence[str] = ("top-tokens", "single-pass", "neuronscope"), *,
+             backend: str = "offline", store: str | Path = "runs/minilm", out: str | Path = "runs/eval",
+             n_real: int = 200, seed: int = 0, rounds: int = 4, llm: dict | None = None, progress: bool = True) -> dict:
     """Runs the suite(s) and returns the report (also written to ``out/eval.json`` and ``out/eval.md``)."""
     if suite not in SUITES:
         raise ConfigError(f"suite must be one of {', '.join(SUITES)}, got {suite!r}")
+    methods = list(dict.fromkeys(methods))
+    if not methods:
+        raise ConfigError("methods must name at least one explainer method")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     base = _base_store(store, progress)
-    report: dict = {"methods": list(methods), "backend": backend, "store": str(base.path), "seed": seed}
+    report: dict = {"methods": methods, "backend": backend, "store": str(base.path), "seed": seed, "seconds": {}}
+    clock = report["seconds"]
     if suite in ("planted", "all"):
+        t0 = time.perf_counter()
         planted = build_planted_store(base, out / "planted", seed=seed)
+        clock["planted_store"] = time.perf_counter() - t0
         neurons = [(0, i) for i in range(planted.n_neurons)]
+        t0 = time.perf_counter()
         rows = _explain(planted, neurons, out / "planted_explanations.jsonl", methods, backend, rounds, llm, progress)
+        clock["planted_explain"] = time.perf_counter() - t0
         items = _planted_rows(planted, rows)
-        for it in items:
-            it["neuron"] = it["index"]
-        keys = ("score", "recall", "precision", "n_found", "n_true")
-        per = {}
-        for m in methods:
-            mine = [it for it in items if it["method"] == m]
-            per[m] = {"all": _summary(mine, keys, seed)}
-            for kind in sorted({it["kind"] for it in mine}):
-                per[m][kind] = _summary([it for it in mine if it["kind"] == kind], keys, seed)
-        report["planted"] = {"per_method": per, "paired_score": _paired(items, methods), "neurons": items}
+        keys = ("score", "recall", "precision", "exact", "n_found", "n_true")
+        per = {m: by_group([it for it in items if it["method"] == m], "kind", keys, seed) for m in methods}
+        family_modes = {m: {k: count_distribution([it["n_found"] for it in items if it["method"] == m
+                                                   and it["kind"] == k])
+                            for k in sorted({it["kind"] for it in items})} for m in methods}
+        report["planted"] = {"per_method": per, **_common(items, methods, "n_found"),
+                             "modes_found_by_family": family_modes, "neurons": items}
     if suite in ("real", "all"):
         from ..agents import parse_neurons
         from ..scoring.run import StoreSource
 
         neurons = parse_neurons(f"sample:{n_real}", StoreSource(base), seed=seed)
+        t0 = time.perf_counter()
         rows = _explain(base, neurons, out / "real_explanations.jsonl", methods, backend, rounds, llm, progress)
-        items = [{"neuron": (r["layer"], r["index"]), "layer": r["layer"], "index": r["index"], "method": r["method"],
-                  "score": r["heldout"]["score"], "modes": len([m for m in r["explanation"]["modes"] if m["conditions"]]),
-                  } for r in rows if "error" not in r]
-        for it in items:
-            it["polysemantic"] = float(it["modes"] >= 2)
-        per = {m: _summary([it for it in items if it["method"] == m], ("score", "modes", "polysemantic"), seed)
-               for m in methods}
-        for it in items:
-            it["neuron"] = f"{it['layer']}/{it['index']}"
-        report["real"] = {"per_method": per, "paired_score": _paired(items, methods), "neurons": items}
+        clock["real_explain"] = time.perf_counter() - t0
+        items = _real_rows(rows)
+        per = {m: summarize([it for it in items if it["method"] == m], ("score", "modes", "multi", "polysemantic"),
+                            seed) for m in methods}
+        report["real"] = {"per_method": per, **_common(items, methods, "modes"), "polysemantic_rule": POLYSEMANTIC_RULE,
+                          "neurons": items}
     write_json(out / "eval.json", report)
     (out / "eval.md").write_text(markdown(report))
     return report
-
-
-def _fmt(s: dict) -> str:
-    return f"{s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
-
-
-def markdown(report: dict) -> str:
-    """The report as Markdown tables."""
-    lines = [f"Backend `{report['backend']}`, seed {report['seed']}; means with 95% bootstrap intervals.", ""]
-    if "planted" in report:
-        lines += ["**Planted neurons** (mode recall/precision: IoU ≥ 0.5 over the corpus)", "",
-                  "| method | type | n | Score | mode recall | mode precision | modes found | true modes |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for m, per in report["planted"]["per_method"].items():
-            for kind, s in per.items():
-                lines.append(f"| {m} | {kind} | {s['n']} | {_fmt(s['score'])} | {_fmt(s['recall'])} | "
-                             f"{_fmt(s['precision'])} | {s['n_found']['mean']:.2f} | {s['n_true']['mean']:.2f} |")
-        p = report["planted"]["paired_score"]
-        if p:
-            lines += ["", f"Score, {p['a']} − {p['b']}: mean {p['mean_diff']:+.3f} over {p['n']} neurons "
-                          f"({p['a_better']} better, {p['b_better']} worse), Wilcoxon p = {p['p']:.2g}", ""]
-    if "real" in report:
-        lines += ["**Real neurons** (all-MiniLM-L6-v2, seeded sample across all layers, held-out Score)", "",
-                  "| method | n | Score | modes | polysemantic share |", "|---|---|---|---|---|"]
-        for m, s in report["real"]["per_method"].items():
-            lines.append(f"| {m} | {s['n']} | {_fmt(s['score'])} | {_fmt(s['modes'])} | {_fmt(s['polysemantic'])} |")
-        p = report["real"]["paired_score"]
-        if p:
-            lines += ["", f"Score, {p['a']} − {p['b']}: mean {p['mean_diff']:+.3f} over {p['n']} neurons "
-                          f"({p['a_better']} better, {p['b_better']} worse), Wilcoxon p = {p['p']:.2g}"]
-    return "\n".join(lines) + "\n"
