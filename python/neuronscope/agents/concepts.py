@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..explanations.model import AllOf, Mode, PrecedingRegex, PrevTokenIn, normalise
-from .render import describe_condition, quote_tokens
+from .render import describe_condition, describe_conditions, quote_tokens
 
 MIN_SHARE = 0.7
 """Closed class: share of the mode's activating token mass that must be members."""
@@ -243,7 +243,7 @@ def name_mode(ws, mode: Mode, active: torch.Tensor) -> Mode:
     """Sets the mode's ``concept``, ``label`` and ``description`` (in place; see the module docstring)."""
     if not mode.conditions:
         return mode
-    reading = "; or ".join(describe_condition(c) for c in mode.conditions)
+    reading = describe_conditions(mode.conditions)
     graded = _graded_note(mode)
     if mode.is_background:
         mode.concept = None

@@ -36,7 +36,8 @@ from .feedback import (
 from .workspace import FeatureFn, ProbeFn
 
 METHODS = ("neuronscope", "single-pass", "top-tokens")
-BACKENDS = ("offline", "openai")
+BACKENDS = ("offline", "openai", "local")
+"""``local``: the LLM explainers against a llama.cpp server that the run starts and stops (``llm/local.py``)."""
 
 
 class ExplainContext:
@@ -122,8 +123,8 @@ class TopTokensExplainer(Explainer):
 class LLMNeuronScopeExplainer(Explainer):
     method, backend = "neuronscope", "openai"
 
-    def __init__(self, ctx: ExplainContext, client: Any) -> None:
-        self.ctx, self.client = ctx, client
+    def __init__(self, ctx: ExplainContext, client: Any, backend: str = "openai") -> None:
+        self.ctx, self.client, self.backend = ctx, client, backend
 
     async def explain(self, evidence: NeuronEvidence) -> AgentResult:
         from .llm_agents import LLMNeuronScope
@@ -138,8 +139,8 @@ class LLMNeuronScopeExplainer(Explainer):
 class LLMSinglePassExplainer(Explainer):
     method, backend = "single-pass", "openai"
 
-    def __init__(self, ctx: ExplainContext, client: Any) -> None:
-        self.ctx, self.client = ctx, client
+    def __init__(self, ctx: ExplainContext, client: Any, backend: str = "openai") -> None:
+        self.ctx, self.client, self.backend = ctx, client, backend
 
     async def explain(self, evidence: NeuronEvidence) -> AgentResult:
         from .llm_agents import llm_single_pass
@@ -148,7 +149,7 @@ class LLMSinglePassExplainer(Explainer):
 
 
 def make_explainer(method: str, backend: str, ctx: ExplainContext, client: Any = None) -> Explainer:
-    """The explainer of ``method`` on ``backend`` (``client``: the LLM client for ``openai``)."""
+    """The explainer of ``method`` on ``backend`` (``client``: the LLM client for ``openai`` and ``local``)."""
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if backend not in BACKENDS:
@@ -159,4 +160,5 @@ def make_explainer(method: str, backend: str, ctx: ExplainContext, client: Any =
         return OfflineNeuronScopeExplainer(ctx) if method == "neuronscope" else OfflineSinglePassExplainer(ctx)
     if client is None:
         raise ConfigError(f"the {backend} backend needs an LLM client")
-    return LLMNeuronScopeExplainer(ctx, client) if method == "neuronscope" else LLMSinglePassExplainer(ctx, client)
+    cls = LLMNeuronScopeExplainer if method == "neuronscope" else LLMSinglePassExplainer
+    return cls(ctx, client, backend)

@@ -13,6 +13,7 @@ or the round budget end the loop. Clustering stays in the C++ core. The stage dr
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,11 +24,21 @@ import torch
 from ..errors import ExplanationError
 from ..explanations.conditions import ConditionEvaluator
 from ..explanations.model import Condition, Explanation, Mode, condition_from_dict
+from ..llm.errors import LLMResponseError
 from ..prompts import conditions_doc, load_prompt
 from ..scoring.batch import score_conditions
 from ..scoring.evidence import NeuronEvidence, Window
 from .base import AgentConfig, AgentResult
 from .feedback import ProbeTextFn
+from .llm_roles import (
+    ROLES,
+    check_components,
+    check_hypotheses,
+    check_label,
+    check_modes,
+    check_single_pass,
+    natural_language,
+)
 from .offline import OfflineNeuronScope
 from .threads import torch_threads
 from .workspace import build_mode, candidates
@@ -69,11 +80,11 @@ class LLMNeuronScope(OfflineNeuronScope):
         self.probe_texts = probe_texts
         self.neuron = f"{evidence.layer}/{evidence.index}"
 
-    async def ask(self, prompt: str, validator=None, **values: object) -> Any:
-        p = load_prompt(prompt)
-        res = await self.llm.chat_json(p.messages(neuron=self.neuron, **values), validator=validator)
-        self.log(p.tag, reply=res.text[:2000], cached=res.cached, attempts=res.attempts)
-        return res.parsed
+    async def ask(self, role: str, validator, **values: object) -> Any:
+        """The validated answer of ``role`` (see ``llm_roles.py``), or None when the model gave none usable even
+        after the corrective retry; either way the transcript records it. Transport errors (the server down,
+        a timeout after retries) propagate: the stage driver records the neuron as failed and retries it."""
+        return await ask_role(self.llm, role, validator, self.log, neuron=self.neuron, **values)
 
     def _top_windows(self) -> list[Window]:
         return sorted((w for w in self.ws.windows if w.kind in ("top", "probe")), key=lambda w: -float(w.acts.max()))
@@ -83,48 +94,52 @@ class LLMNeuronScope(OfflineNeuronScope):
         ws, ev = self.ws, self.ws.evidence
         active = self.hypothesis()
         shown = format_windows(ws.vocab, self._top_windows(), ws.max)
-
-        def want_list(key: str):
-            def check(obj: Any) -> Any:
-                if not isinstance(obj, dict) or not isinstance(obj.get(key), list) or not obj[key]:
-                    raise ValueError(f'expected {{"{key}": [...]}} with at least one item')
-                return obj
-            return check
-
-        hyps = (await self.ask("hypothesis", want_list("hypotheses"), exemplars=shown))["hypotheses"]
-        hyps = [str(h) for h in hyps][:8]
-        comps = (await self.ask("decomposition", want_list("components"), exemplars=shown,
-                                hypotheses="\n".join(f"- {h}" for h in hyps), conditions_doc=conditions_doc()))
-        llm_conds, errors = _parse_conditions([c.get("condition") for c in comps["components"] if isinstance(c, dict)],
-                                              "components")
+        hyps = (await self.ask("hypothesis", check_hypotheses, exemplars=shown) or [])[:6]
+        if not hyps:
+            self.log("fallback", step="hypothesis", using="the decomposition sees the excerpts only")
+        comps = await self.ask("decomposition", check_components, exemplars=shown,
+                               hypotheses="\n".join(f"- {h}" for h in hyps) or "(none)",
+                               conditions_doc=conditions_doc()) or []
+        llm_conds, errors = _parse_conditions([c.get("condition") for c in comps], "components")
         if errors:
             self.log("decomposition errors", errors=errors[:10])
+        if not llm_conds:
+            self.log("fallback", step="decomposition", using="offline candidate conditions only")
         kept = self._select(llm_conds, active)
         modes = self.cluster_modes(active, kept)
         await self._describe(modes)
         best = ws.score(modes)
         self._record(0, modes, best)
-        stale, probes_seen = 0, "(none yet)"
+        stale, probes_seen, probed = 0, "(none yet)", set()
         for rnd in range(1, self.cfg.rounds + 1):
             fn, fp = self._feedback(modes, active)
             reply = await self.ask(
-                "refinement", want_list("modes"), score=best, conditions_doc=conditions_doc(),
+                "refinement", check_modes, score=best, conditions_doc=conditions_doc(),
                 modes="\n".join(f"- {m.label} (strength {m.strength:.2f}): {m.description} "
-                                f"{[c.to_dict() for c in m.conditions]}" for m in modes),
+                                f"{json.dumps([c.to_dict() for c in m.conditions])}" for m in modes) or "(none)",
                 false_negatives=fn or "(none)", false_positives=fp or "(none)", probes=probes_seen)
-            proposal = []
+            reply = reply or {"modes": [], "probes": []}
+            proposal, errors = [], []
             for k, raw in enumerate(reply["modes"]):
-                if not isinstance(raw, dict):
-                    continue
-                conds, _errs = _parse_conditions(raw.get("conditions"), f"modes[{k}].conditions")
+                conds, errs = _parse_conditions(raw.get("conditions"), f"modes[{k}].conditions")
+                errors += errs
                 if conds:
                     m = build_mode(ws, conds)
-                    m.label = str(raw.get("label") or m.label)[:80]
-                    m.description = str(raw.get("description") or m.description)[:400]
+                    m.label, m.description = _words(raw.get("label"), m.label, 6), _words(
+                        raw.get("description"), m.description, 40, min_words=3)
                     if m.strength > 0:
                         proposal.append(m)
+            if errors:
+                self.log("refinement errors", round=rnd, errors=errors[:10])
             n_probe = 0
-            texts = [str(t) for t in reply.get("probes", []) if isinstance(t, str) and t.strip()][:3]
+            texts = []
+            for t in reply["probes"]:
+                t = " ".join(t.split())[:300]
+                if t and t.lower() not in probed and len(texts) < 3:
+                    texts.append(t)
+                    probed.add(t.lower())
+            if len(texts) < len([t for t in reply["probes"] if t.strip()][:3]):
+                self.log("probes repeated", round=rnd, skipped=len(reply["probes"]) - len(texts))
             if texts and self.probe_texts is not None:
                 with torch_threads(None):
                     new = self.probe_texts(texts)
@@ -165,7 +180,7 @@ class LLMNeuronScope(OfflineNeuronScope):
         covered = torch.zeros_like(active)
         kept = []
         for i in order:
-            m = ws.ev.evaluate(cands[i], ws.batch.ids, ws.batch.seg)[ws.batch.scored]
+            m = ws.mask(cands[i])
             if bool((m & active & ~covered).any()):
                 kept.append(cands[i])
                 covered |= m & active
@@ -176,20 +191,17 @@ class LLMNeuronScope(OfflineNeuronScope):
     async def _describe(self, modes: list[Mode]) -> None:
         ws = self.ws
 
-        def check(obj: Any) -> Any:
-            if not isinstance(obj, dict) or not isinstance(obj.get("label"), str) or not isinstance(
-                    obj.get("description"), str):
-                raise ValueError('expected {"label": "...", "description": "..."}')
-            return obj
-
         async def one(k: int, m: Mode) -> None:
             fires = ws.fires(m)
             wins = sorted({int(w) for w in ws.batch.window[fires].tolist()},
                           key=lambda w: -float(ws.batch.windows[w].acts.max()))[:8]
-            reply = await self.ask("explainer", check, mode=k + 1,
+            reply = await self.ask("explainer", check_label, mode=k + 1,
                                    conditions="\n".join(c.describe() for c in m.conditions),
                                    exemplars=format_windows(ws.vocab, [ws.batch.windows[w] for w in wins], ws.max))
-            m.label, m.description = reply["label"][:80], reply["description"][:400]
+            if reply is None:
+                self.log("fallback", step="explainer", mode=k + 1, using="the offline label and description")
+            else:
+                m.label, m.description = reply["label"], reply["description"]
 
         await asyncio.gather(*(one(k, m) for k, m in enumerate(modes)))
 
@@ -222,20 +234,42 @@ async def llm_single_pass(evidence: NeuronEvidence, llm, evaluator: ConditionEva
     agent = OfflineNeuronScope(evidence, evaluator=evaluator, cfg=cfg)
     ws = agent.ws
     tops = sorted((w for w in evidence.train if w.kind == "top"), key=lambda w: -float(w.acts.max()))
-    p = load_prompt("single_pass")
-
-    def check(obj: Any) -> Any:
-        if not isinstance(obj, dict) or not isinstance(obj.get("description"), str):
-            raise ValueError('expected {"description": "...", "conditions": [...]}')
-        return obj
-
-    res = await llm.chat_json(p.messages(neuron=f"{evidence.layer}/{evidence.index}", conditions_doc=conditions_doc(),
-                                         exemplars=format_windows(evidence.vocab, tops, ws.max, limit=20)),
-                              validator=check)
-    conds, errors = _parse_conditions(res.parsed.get("conditions"), "conditions")
+    transcript: list[dict] = []
+    reply = await ask_role(llm, "single_pass", check_single_pass, lambda role, **kw: transcript.append(
+        {"role": role, **kw}), neuron=f"{evidence.layer}/{evidence.index}", conditions_doc=conditions_doc(),
+        exemplars=format_windows(evidence.vocab, tops, ws.max, limit=20))
+    if reply is None:  # nothing usable: an explanation that explains nothing (scored as such), not a crash
+        transcript.append({"role": "fallback", "step": "single_pass", "using": "no explanation"})
+        reply = {"description": "", "conditions": []}
+    conds, errors = _parse_conditions(reply["conditions"], "conditions")
+    if errors:
+        transcript.append({"role": "single_pass errors", "errors": errors[:10]})
     mode = build_mode(ws, conds) if conds else Mode("unexplained")
-    mode.description = res.parsed["description"][:400]
+    mode.description = reply["description"]
     mode.label = mode.label or "single pass"
     e = Explanation(evidence.layer, evidence.index, [mode], method="single-pass", text=mode.description)
-    transcript = [{"role": p.tag, "reply": res.text[:2000], "cached": res.cached, "errors": errors}]
     return AgentResult(e, transcript, [], time.monotonic() - t0)
+
+
+async def ask_role(llm, role: str, validator, log, **values: object) -> Any:
+    """One role's request with its schema and budget (``llm_roles.ROLES``); the validated value, or None when
+    the model's reply stays unusable after the client's corrective retry. ``log(role_tag, **fields)`` records
+    the exchange or the failure (with the model's last reply)."""
+    spec = ROLES[role]
+    p = load_prompt(spec.prompt)
+    try:
+        res = await llm.chat_json(p.messages(**values), validator=validator, json_schema=spec.schema,
+                                  schema_hint=spec.hint, max_tokens=spec.max_tokens)
+    except LLMResponseError as e:
+        log(p.tag, error=str(e)[:500], reply=(e.raw_text or "")[:2000], finish_reason=e.finish_reason)
+        return None
+    log(p.tag, reply=res.text[:2000], cached=res.cached, attempts=res.attempts)
+    return res.parsed
+
+
+def _words(text: Any, fallback: str, max_words: int, min_words: int = 1) -> str:
+    """``text`` when it is natural language (see ``llm_roles.natural_language``), else ``fallback``."""
+    try:
+        return natural_language(text, "text", min_words=min_words, max_words=max_words)[:240]
+    except ValueError:
+        return fallback

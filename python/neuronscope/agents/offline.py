@@ -120,7 +120,7 @@ class OfflineNeuronScope:
         # refinement generalises a token set to a shape when that scores better).
         tier = np.asarray([0 if isinstance(c, TokenIn) else 1 if isinstance(c, PrevTokenIn) else 2 for c in cands])
         ok = ok[np.lexsort((-sc.r[ok], tier[ok]))]
-        masks = ws.ev.evaluate_many([cands[i] for i in ok], ws.batch.ids, ws.batch.seg)[:, ws.batch.scored]
+        masks = ws.masks([cands[i] for i in ok])
         covered = torch.zeros_like(active)
         kept, kept_r = [], []
         for j, i in enumerate(ok.tolist()):
@@ -145,7 +145,7 @@ class OfflineNeuronScope:
         ws = self.ws
         if not kept:
             return []
-        member = ws.ev.evaluate_many(kept, ws.batch.ids, ws.batch.seg)[:, ws.batch.scored][:, active].T.numpy()
+        member = ws.masks(kept)[:, active].T.numpy()
         member = member.astype(np.float64)  # (n_active, K)
         weights = ws.batch.acts[active].numpy().astype(np.float64)
         mass = (member * np.maximum(weights, 1e-6)[:, None]).sum(0)  # (K,)

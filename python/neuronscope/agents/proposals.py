@@ -88,7 +88,7 @@ def restrict_context(agent: OfflineNeuronScope, modes: list[Mode], active: torch
         for a_i, atom in enumerate(parts):
             if not isinstance(atom, (TokenIn, TokenRegex)):
                 continue
-            fires = ws.ev.evaluate(atom, ws.batch.ids, ws.batch.seg)[ws.batch.scored]
+            fires = ws.mask(atom)
             hit = fires & active
             if not bool(hit.any()) or float(y[fires].mean()) >= 0.8 * float(y[hit].mean()):
                 continue

@@ -46,21 +46,54 @@ def describe_condition(c: Condition) -> str:
     return c.describe()
 
 
+def _groups(conditions: list[Condition]) -> list[Condition | tuple]:
+    """For reading only: single-token conditions of one kind and offset shown as one set, in their order
+    (strongest first in a graded mode). Items: a Condition, or ``(offset, tokens)`` (offset 0: the token)."""
+    out: list[Condition | tuple] = []
+    sets: dict[int, list[str]] = {}
+    for c in conditions:
+        if isinstance(c, (TokenIn, PrevTokenIn)) and not c.case_sensitive:
+            off = c.offset if isinstance(c, PrevTokenIn) else 0
+            if off not in sets:
+                sets[off] = []
+                out.append((off,))
+            sets[off].extend(t for t in c.tokens if t not in sets[off])
+        else:
+            out.append(c)
+    return [(item[0], tuple(sets[item[0]])) if isinstance(item, tuple) else item for item in out]
+
+
+def _describe_item(item: Condition | tuple) -> str:
+    if isinstance(item, tuple):
+        off, toks = item
+        if off == 0:
+            return f"the token {quote_tokens(toks)}"
+        where = "right after" if off == 1 else f"{off} tokens after"
+        return f"any token {where} {quote_tokens(toks)}"
+    return describe_condition(item)
+
+
+def describe_conditions(conditions: list[Condition]) -> str:
+    """The executable reading of a mode in words, single-token conditions grouped (in their order)."""
+    return "; or ".join(_describe_item(x) for x in _groups(conditions))
+
+
 def label_for(conditions: list[Condition]) -> str:
     """A short label: the first few tokens or the shape of the first condition."""
-    for c in conditions:
-        if isinstance(c, TokenIn):
-            return "/".join(t.strip() for t in c.tokens[:3]) + ("/…" if len(c.tokens) > 3 else "")
-    for c in conditions:
-        if isinstance(c, AllOf) and isinstance(c.conditions[0], TokenIn):
-            return "/".join(t.strip() for t in c.conditions[0].tokens[:3]) + " (in context)"
-    return describe_condition(conditions[0])[:40] if conditions else "unexplained"
+    items = _groups(conditions)
+    for x in items:
+        if isinstance(x, tuple) and x[0] == 0:
+            return "/".join(t.strip() for t in x[1][:3]) + ("/…" if len(x[1]) > 3 else "")
+    for x in items:
+        if isinstance(x, AllOf) and isinstance(x.conditions[0], TokenIn):
+            return "/".join(t.strip() for t in x.conditions[0].tokens[:3]) + " (in context)"
+    return _describe_item(items[0])[:40] if items else "unexplained"
 
 
 def render_mode(mode: Mode) -> Mode:
     """Fills ``label`` and ``description`` of a mode from its conditions (in place) and returns it."""
     if mode.conditions:
         mode.label = label_for(mode.conditions)
-        mode.description = "; or ".join(describe_condition(c) for c in mode.conditions)
+        mode.description = describe_conditions(mode.conditions)
         mode.description = mode.description[0].upper() + mode.description[1:]
     return mode

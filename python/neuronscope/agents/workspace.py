@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..explanations.conditions import ConditionEvaluator, shifted
-from ..explanations.model import Condition, Explanation, Mode, PrevTokenIn, TokenIn, TokenRegex
+from ..explanations.model import Condition, Mode, PrevTokenIn, TokenIn, TokenRegex
 from ..scoring.evidence import NeuronEvidence, Window, WindowBatch
 from ..scoring.simulate import ExecSimulator
 from .render import render_mode
@@ -53,18 +53,53 @@ class Workspace:
         self.max = float(y.max()) if y.numel() else 0.0
         # The activating threshold follows the configured share of the (possibly probe-enlarged) maximum.
         self.threshold = self.max * self.active_frac
+        self._masks: dict[Condition, torch.Tensor] = {}
+
+    def mask(self, cond: Condition) -> torch.Tensor:
+        """(T,) bool: where ``cond`` fires on the scored train tokens (cached per batch: the loop asks for the
+        same atoms thousands of times)."""
+        m = self._masks.get(cond)
+        if m is None:
+            m = self._masks[cond] = self.ev.evaluate(cond, self.batch.ids, self.batch.seg)[self.batch.scored]
+        return m
+
+    def masks(self, conds: list[Condition]) -> torch.Tensor:
+        """(C, T) bool: :meth:`mask` of each condition."""
+        if not conds:
+            return torch.zeros((0, self.batch.n_tokens), dtype=torch.bool)
+        return torch.stack([self.mask(c) for c in conds])
+
+    def predict(self, modes: list[Mode]) -> torch.Tensor:
+        """(T,) float32: the exec simulator's prediction of these modes on the train batch (same rule as
+        ``ExecSimulator``: graded per condition, the largest magnitude where several modes fire)."""
+        from ..scoring.simulate import combine_modes
+
+        def pick(values: torch.Tensor) -> torch.Tensor:  # largest magnitude per token; plain max when ≥ 0
+            if values.shape[0] == 1:
+                return values[0]
+            return values.amax(0) if bool((values >= 0).all()) else combine_modes(values)
+
+        rows = []
+        for m in modes:
+            if not m.conditions:
+                continue
+            masks = self.masks(m.conditions).to(torch.float32)
+            rows.append(pick(masks * torch.tensor(m.strengths, dtype=torch.float32)[:, None]))
+        if not rows:
+            return torch.zeros(self.batch.n_tokens, dtype=torch.float32)
+        return pick(torch.stack(rows))
 
     def score(self, modes: list[Mode]) -> float:
         if not modes or not any(m.conditions for m in modes):
             return 0.0
-        e = Explanation(self.evidence.layer, self.evidence.index, [m for m in modes if m.conditions])
-        s = self.sim.simulate([e], self.batch)[0]
         from ..scoring.corr import pearson_ref
 
-        return float(pearson_ref(s.whole[None], self.batch.acts)[0])
+        return float(pearson_ref(self.predict(modes)[None], self.batch.acts)[0])
 
     def fires(self, mode: Mode) -> torch.Tensor:
-        return self.ev.evaluate_mode(mode, self.batch.ids, self.batch.seg)[self.batch.scored]
+        if not mode.conditions:
+            return torch.zeros(self.batch.n_tokens, dtype=torch.bool)
+        return self.masks(mode.conditions).any(0)
 
 
 def candidates(ws: Workspace, active: torch.Tensor) -> list[Condition]:
@@ -133,49 +168,22 @@ def with_strength(ws: Workspace, mode: Mode) -> Mode:
     f = ws.fires(mode)
     mode.strength = float(ws.batch.acts[f].mean()) if bool(f.any()) else 0.0
     if mode.conditions:
-        masks = ws.ev.evaluate_many(mode.conditions, ws.batch.ids, ws.batch.seg)[:, ws.batch.scored]
-        y = ws.batch.acts
-        mode.condition_strengths = [float(y[m].mean()) if bool(m.any()) else 0.0 for m in masks]
+        masks = ws.masks(mode.conditions).to(torch.float32)
+        n = masks.sum(1)
+        means = (masks @ ws.batch.acts) / n.clamp(min=1)
+        mode.condition_strengths = torch.where(n > 0, means, torch.zeros_like(means)).tolist()
     return render_mode(mode)
 
 
-LEVEL_GAP = 1.6
-"""Atoms of one mode whose mean activations differ by at least this ratio are kept as separate strength levels."""
-MAX_LEVELS = 4
-
-
-def levels(means: np.ndarray) -> np.ndarray:
-    """(n,) level index of each atom from its mean activation: sorted means are cut where the ratio between
-    neighbours is ≥ ``LEVEL_GAP`` (at most ``MAX_LEVELS`` levels, the widest gaps first); 0 = strongest."""
-    n = len(means)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    order = np.argsort(-means, kind="stable")
-    srt = np.maximum(means[order], 1e-9)
-    ratio = srt[:-1] / srt[1:]
-    cuts = [int(i) for i in np.argsort(-ratio, kind="stable")[: MAX_LEVELS - 1] if ratio[i] >= LEVEL_GAP]
-    level_sorted = np.zeros(n, dtype=np.int64)
-    for c in sorted(cuts):
-        level_sorted[c + 1 :] += 1
-    out = np.empty(n, dtype=np.int64)
-    out[order] = level_sorted
-    return out
-
-
 def build_mode(ws: Workspace, conds: list[Condition], kind: str = "mode") -> Mode:
-    """One mode of these atomic conditions with graded strength: atoms are grouped into strength levels
-    (see :func:`levels`), token sets merged within a level, each resulting condition with its own strength."""
-    from ..scoring.batch import score_conditions
-
-    parts = atoms(Mode("", conditions=list(conds)))
-    if len(parts) > 1:
-        means = np.asarray(score_conditions(ws.ev, parts, ws.batch).mean_act, dtype=np.float64)
-        lev = levels(means)
-        merged: list[Condition] = []
-        for k in range(int(lev.max()) + 1 if len(lev) else 0):
-            merged += merge_conditions([c for c, v in zip(parts, lev, strict=True) if v == k])
-        seen: set[Condition] = set()
-        merged = [c for c in merged if not (c in seen or seen.add(c))]
-    else:
-        merged = merge_conditions(parts)
-    return with_strength(ws, Mode(label="", conditions=merged, kind=kind))
+    """One mode of these atomic conditions with graded strength: every atom (one token, one context, one shape)
+    keeps its own strength — its mean train activation where it fires — strongest first, so one meaning
+    with several activation levels stays one mode (the text groups the atoms back into sets)."""
+    parts = list(dict.fromkeys(atoms(Mode("", conditions=list(conds)))))
+    mode = with_strength(ws, Mode(label="", conditions=parts, kind=kind))
+    if mode.condition_strengths is not None and len(parts) > 1:
+        order = np.argsort(-np.asarray(mode.condition_strengths), kind="stable")
+        mode.conditions = [parts[i] for i in order]
+        mode.condition_strengths = [mode.condition_strengths[i] for i in order]
+        render_mode(mode)
+    return mode
