@@ -28,11 +28,11 @@ everything and names the offending field.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import ExplanationError
+from .validate import bool_field, check_keys, float_field, int_field, pattern_field, tokens_field
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
@@ -71,41 +71,6 @@ class Condition:
         return 0
 
 
-def _tokens(values: Any, where: str) -> tuple[str, ...]:
-    if isinstance(values, str) or not isinstance(values, (list, tuple, set, frozenset)):
-        raise ExplanationError(f"{where}.tokens must be a list of strings, got {type(values).__name__}")
-    out = []
-    for i, v in enumerate(values):
-        if not isinstance(v, str):
-            raise ExplanationError(f"{where}.tokens[{i}] must be a string, got {type(v).__name__}")
-        out.append(v)
-    if not out:
-        raise ExplanationError(f"{where}.tokens is empty")
-    return tuple(sorted(set(out)))
-
-
-def _pattern(pattern: Any, case_sensitive: bool, where: str) -> str:
-    if not isinstance(pattern, str) or not pattern:
-        raise ExplanationError(f"{where}.pattern must be a non-empty string")
-    try:
-        re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
-    except re.error as e:
-        raise ExplanationError(f"{where}.pattern {pattern!r} is not a valid regex: {e}") from None
-    return pattern
-
-
-def _int(value: Any, lo: int, hi: int, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ExplanationError(f"{where} must be an integer in [{lo}, {hi}], got {value!r}")
-    return value
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ExplanationError(f"{where} must be true or false, got {value!r}")
-    return value
-
-
 def _show(tokens: tuple[str, ...], limit: int = 8) -> str:
     shown = ", ".join(tokens[:limit]) + (f", … (+{len(tokens) - limit})" if len(tokens) > limit else "")
     return "{" + shown + "}"
@@ -120,7 +85,7 @@ class TokenIn(Condition):
     kind: ClassVar[str] = "token"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tokens", _tokens(self.tokens, self.kind))
+        object.__setattr__(self, "tokens", tokens_field(self.tokens, self.kind))
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "tokens": list(self.tokens), "case_sensitive": self.case_sensitive}
@@ -138,7 +103,7 @@ class TokenRegex(Condition):
     kind: ClassVar[str] = "token_regex"
 
     def __post_init__(self) -> None:
-        _pattern(self.pattern, self.case_sensitive, self.kind)
+        pattern_field(self.pattern, self.case_sensitive, self.kind)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "pattern": self.pattern, "case_sensitive": self.case_sensitive}
@@ -157,8 +122,8 @@ class PrevTokenIn(Condition):
     kind: ClassVar[str] = "prev_token"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tokens", _tokens(self.tokens, self.kind))
-        _int(self.offset, 1, MAX_OFFSET, f"{self.kind}.offset")
+        object.__setattr__(self, "tokens", tokens_field(self.tokens, self.kind))
+        int_field(self.offset, 1, MAX_OFFSET, f"{self.kind}.offset")
 
     @property
     def max_offset(self) -> int:
@@ -182,8 +147,8 @@ class PrecedingRegex(Condition):
     kind: ClassVar[str] = "preceding_regex"
 
     def __post_init__(self) -> None:
-        _pattern(self.pattern, self.case_sensitive, self.kind)
-        _int(self.window, 1, MAX_OFFSET, f"{self.kind}.window")
+        pattern_field(self.pattern, self.case_sensitive, self.kind)
+        int_field(self.window, 1, MAX_OFFSET, f"{self.kind}.window")
 
     @property
     def max_offset(self) -> int:
@@ -228,12 +193,6 @@ CONDITION_KINDS: dict[str, type[Condition]] = {c.kind: c for c in (TokenIn, Toke
                                                                    AllOf)}
 
 
-def _check_keys(d: dict, allowed: set[str], where: str) -> None:
-    extra = set(d) - allowed
-    if extra:
-        raise ExplanationError(f"{where}: unknown field(s) {', '.join(sorted(extra))}")
-
-
 def condition_from_dict(d: Any, where: str = "condition") -> Condition:
     """Parses and validates one condition; errors name the path of the bad field."""
     if not isinstance(d, dict):
@@ -241,34 +200,26 @@ def condition_from_dict(d: Any, where: str = "condition") -> Condition:
     kind = d.get("kind")
     if kind not in CONDITION_KINDS:
         raise ExplanationError(f"{where}.kind must be one of {', '.join(CONDITION_KINDS)}, got {kind!r}")
-    cs = _bool(d.get("case_sensitive", False), f"{where}.case_sensitive")
+    cs = bool_field(d.get("case_sensitive", False), f"{where}.case_sensitive")
     if kind == "token":
-        _check_keys(d, {"kind", "tokens", "case_sensitive"}, where)
-        return TokenIn(_tokens(d.get("tokens"), where), cs)
+        check_keys(d, {"kind", "tokens", "case_sensitive"}, where)
+        return TokenIn(tokens_field(d.get("tokens"), where), cs)
     if kind == "token_regex":
-        _check_keys(d, {"kind", "pattern", "case_sensitive"}, where)
-        return TokenRegex(_pattern(d.get("pattern"), cs, where), cs)
+        check_keys(d, {"kind", "pattern", "case_sensitive"}, where)
+        return TokenRegex(pattern_field(d.get("pattern"), cs, where), cs)
     if kind == "prev_token":
-        _check_keys(d, {"kind", "tokens", "offset", "case_sensitive"}, where)
-        return PrevTokenIn(_tokens(d.get("tokens"), where), _int(d.get("offset", 1), 1, MAX_OFFSET, f"{where}.offset"),
-                           cs)
+        check_keys(d, {"kind", "tokens", "offset", "case_sensitive"}, where)
+        offset = int_field(d.get("offset", 1), 1, MAX_OFFSET, f"{where}.offset")
+        return PrevTokenIn(tokens_field(d.get("tokens"), where), offset, cs)
     if kind == "preceding_regex":
-        _check_keys(d, {"kind", "pattern", "window", "case_sensitive"}, where)
-        return PrecedingRegex(_pattern(d.get("pattern"), cs, where),
-                              _int(d.get("window", 8), 1, MAX_OFFSET, f"{where}.window"), cs)
-    _check_keys(d, {"kind", "conditions"}, where)
+        check_keys(d, {"kind", "pattern", "window", "case_sensitive"}, where)
+        return PrecedingRegex(pattern_field(d.get("pattern"), cs, where),
+                              int_field(d.get("window", 8), 1, MAX_OFFSET, f"{where}.window"), cs)
+    check_keys(d, {"kind", "conditions"}, where)
     subs = d.get("conditions")
     if not isinstance(subs, list) or len(subs) < 2:
         raise ExplanationError(f"{where}.conditions must be a list of at least two conditions")
     return AllOf(tuple(condition_from_dict(s, f"{where}.conditions[{i}]") for i, s in enumerate(subs)))
-
-
-def _float(value: Any, where: str, default: float | None = None) -> float:
-    if value is None and default is not None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise ExplanationError(f"{where} must be a finite number, got {value!r}")
-    return float(value)
 
 
 @dataclass
@@ -330,7 +281,7 @@ class Mode:
     def from_dict(cls, d: Any, where: str = "mode") -> Mode:
         if not isinstance(d, dict):
             raise ExplanationError(f"{where} must be an object, got {type(d).__name__}")
-        _check_keys(d, {"label", "description", "conditions", "strength", "exemplars", "scores",
+        check_keys(d, {"label", "description", "conditions", "strength", "exemplars", "scores",
                         "condition_strengths", "kind", "concept"}, where)
         label = d.get("label")
         if not isinstance(label, str) or not label.strip():
@@ -351,7 +302,7 @@ class Mode:
         if levels is not None:
             if not isinstance(levels, list) or len(levels) != len(conds):
                 raise ExplanationError(f"{where}.condition_strengths must be a list with one number per condition")
-            levels = [_float(v, f"{where}.condition_strengths[{i}]") for i, v in enumerate(levels)]
+            levels = [float_field(v, f"{where}.condition_strengths[{i}]") for i, v in enumerate(levels)]
         kind = d.get("kind", "mode")
         if kind not in MODE_KINDS:
             raise ExplanationError(f"{where}.kind must be one of {', '.join(MODE_KINDS)}, got {kind!r}")
@@ -360,8 +311,8 @@ class Mode:
             raise ExplanationError(f"{where}.concept must be a string or null")
         return cls(label=label, description=desc,
                    conditions=[condition_from_dict(c, f"{where}.conditions[{i}]") for i, c in enumerate(conds)],
-                   strength=_float(d.get("strength"), f"{where}.strength", 1.0), exemplars=list(ex),
-                   scores={str(k): _float(v, f"{where}.scores.{k}") for k, v in scores.items() if v is not None},
+                   strength=float_field(d.get("strength"), f"{where}.strength", 1.0), exemplars=list(ex),
+                   scores={str(k): float_field(v, f"{where}.scores.{k}") for k, v in scores.items() if v is not None},
                    condition_strengths=levels, kind=kind, concept=concept)
 
 
@@ -417,9 +368,9 @@ class Explanation:
         if schema not in READABLE_SCHEMAS:
             raise ExplanationError(f"{where}.schema is {schema!r}; this neuronscope reads schemas "
                                    f"{', '.join(map(str, READABLE_SCHEMAS))}")
-        _check_keys(d, {"schema", "layer", "index", "method", "text", "modes", "scores", "meta"}, where)
-        layer = _int(d.get("layer"), 0, 1 << 20, f"{where}.layer")
-        index = _int(d.get("index"), 0, 1 << 31, f"{where}.index")
+        check_keys(d, {"schema", "layer", "index", "method", "text", "modes", "scores", "meta"}, where)
+        layer = int_field(d.get("layer"), 0, 1 << 20, f"{where}.layer")
+        index = int_field(d.get("index"), 0, 1 << 31, f"{where}.index")
         modes = d.get("modes")
         if not isinstance(modes, list):
             raise ExplanationError(f"{where}.modes must be a list")
@@ -436,5 +387,5 @@ class Explanation:
             raise ExplanationError(f"{where}.scores must be an object")
         return cls(layer=layer, index=index, method=str(d.get("method", "manual")), text=text,
                    modes=[Mode.from_dict(m, f"{where}.modes[{i}]") for i, m in enumerate(modes)],
-                   scores={str(k): _float(v, f"{where}.scores.{k}") for k, v in scores.items() if v is not None},
+                   scores={str(k): float_field(v, f"{where}.scores.{k}") for k, v in scores.items() if v is not None},
                    meta=meta)
