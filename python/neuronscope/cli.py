@@ -208,7 +208,8 @@ def _cmd_score(a: argparse.Namespace) -> int:
 
         by_method: dict[str, list[float]] = {}
         for r in rows:
-            by_method.setdefault(r["method"], []).append(r["score"])
+            # An undefined correlation (null: a constant prediction) explains nothing: 0 in the mean.
+            by_method.setdefault(r["method"], []).append(r["score"] if r.get("score") is not None else 0.0)
         for m, v in sorted(by_method.items()):
             print(f"{m:>14}: {len(v)} explanations, mean score {np.mean(v):.3f} (median {np.median(v):.3f})")
     print(f"scores -> {out}")
@@ -227,10 +228,14 @@ def _cmd_explain(a: argparse.Namespace) -> int:
     rows = explain(source, neurons, a.out, methods=ms, backend=a.explain_backend, rounds=a.rounds,
                    progress=not a.quiet, llm=llm)
     for m in ms:
-        sc = [r["heldout"]["score"] for r in rows if r["method"] == m and r.get("heldout")]
-        nm = [len(r["explanation"]["modes"]) for r in rows if r["method"] == m]
+        sc = [r["heldout"]["score"] or 0.0 for r in rows if r["method"] == m and r.get("heldout")]  # null → 0
+        nm = [sum(1 for x in r["explanation"]["modes"] if x.get("conditions") and x.get("kind", "mode") == "mode")
+              for r in rows if r["method"] == m and "explanation" in r]
+        failed = sum(1 for r in rows if r["method"] == m and "error" in r)
+        if failed:
+            print(f"{m:>12}: {failed} neurons failed (their lines carry the error; a rerun retries them)")
         if sc:
-            print(f"{m:>12}: {len(sc)} neurons, held-out score mean {np.mean(sc):.3f}, modes mean {np.mean(nm):.2f}")
+            print(f"{m:>12}: {len(sc)} neurons, held-out score mean {np.mean(sc):.3f}, meanings mean {np.mean(nm):.2f}")
     print(f"explanations -> {a.out}")
     return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +73,38 @@ def parse_neurons(spec: str, source: EvidenceSource, seed: int = 0) -> list[tupl
     return sorted(set(out))
 
 
+def parse_shard(spec: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``K/N`` (K = 0 … N-1, like a rank) or ``(K, N)``; None for no sharding."""
+    if spec is None or spec == "":
+        return None
+    if isinstance(spec, str):
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec)
+        if not m:
+            raise ConfigError(f"bad shard {spec!r}: use K/N with K = 0 … N-1 (e.g. 0/4)")
+        spec = (int(m.group(1)), int(m.group(2)))
+    k, n = spec
+    if n < 1 or not 0 <= k < n:
+        raise ConfigError(f"bad shard {k}/{n}: N must be >= 1 and K in 0 … N-1")
+    return k, n
+
+
+def shard_neurons(neurons: Sequence[tuple[int, int]], shard: str | tuple[int, int] | None) -> list[tuple[int, int]]:
+    """The neurons of shard K of N: neuron (layer, index) belongs to shard ``(layer * 1_000_003 + index) % N``.
+
+    The owner depends on the neuron alone, not on the list or the machine, so N runs (one per machine or
+    server) with the same ``--neurons`` split it without overlap or gap, and their JSON Lines outputs
+    concatenate into exactly the rows one run would write (``cat shard-*.jsonl > all.jsonl``).
+    """
+    sh = parse_shard(shard)
+    if sh is None:
+        return list(neurons)
+    k, n = sh
+    return [(layer, i) for layer, i in neurons if (layer * 1_000_003 + i) % n == k]
+
+
+_LOCAL_FIELDS = ("slots", "ctx_per_slot", "threads", "startup_timeout_s", "log_dir")
+
+
 def llm_config(llm: LLMConfig | dict | None, out: Path) -> LLMConfig:
     """The LLM settings as an :class:`~neuronscope.llm.LLMConfig` (a dict of its fields is accepted), with the
     response cache beside ``out`` unless one is named."""
@@ -89,12 +122,17 @@ def llm_config(llm: LLMConfig | dict | None, out: Path) -> LLMConfig:
 def explain(source: EvidenceSource, neurons: Sequence[tuple[int, int]], out: str | Path, *,
             methods: Sequence[str] = ("neuronscope",), backend: str = "offline", rounds: int = 4,
             chunk: int = 16, progress: bool = True, config: AgentConfig | None = None,
-            llm: LLMConfig | dict | None = None, transport=None, cfg: AgentConfig | None = None) -> list[dict]:
+            llm: LLMConfig | dict | None = None, transport=None, cfg: AgentConfig | None = None,
+            shard: str | tuple[int, int] | None = None) -> list[dict]:
     """Explains every neuron with every method and writes the JSON lines to ``out`` (see the module docstring).
 
-    ``backend``: ``offline`` or ``openai`` (any OpenAI-compatible server, set by ``llm``); ``config``: the
-    loop's settings (default ``AgentConfig(rounds=rounds)``; ``cfg`` is its former name); ``transport``: an
-    httpx transport for tests. Returns every row of the output file.
+    ``backend``: ``offline``, ``openai`` (any OpenAI-compatible server, set by ``llm``) or ``local`` (a
+    llama.cpp server started for this call and stopped after it, on ``llm["model"]``: a built-in name such
+    as ``qwen2.5-coder-1.5b`` or a ``.gguf`` file; ``llm`` may also set ``slots``, ``ctx_per_slot``,
+    ``threads`` and any client field); ``config``: the loop's settings (default
+    ``AgentConfig(rounds=rounds)``; ``cfg`` is its former name); ``shard``: ``K/N`` explains only shard K
+    of N (:func:`shard_neurons`); ``transport``: an httpx transport for tests. Returns every row of the
+    output file.
     """
     for m in methods:
         if m not in METHODS:
@@ -103,6 +141,24 @@ def explain(source: EvidenceSource, neurons: Sequence[tuple[int, int]], out: str
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     out = Path(out)
     config = config or cfg or AgentConfig(rounds=rounds)
+    neurons = shard_neurons(neurons, shard)
+    if backend == "local":
+        from ..llm.local import local_server
+
+        fields = dict(llm) if isinstance(llm, dict) else (dataclasses.asdict(llm) if llm is not None else {})
+        model = fields.pop("model", None)
+        if not model:
+            raise ConfigError("the local backend needs --llm-model (a built-in name such as qwen2.5-coder-1.5b, "
+                              "or a .gguf file)")
+        from ..llm import LLMConfig
+
+        keep = {k: v for k, v in fields.items()
+                if v is not None and (k in _LOCAL_FIELDS or k in LLMConfig.__dataclass_fields__)}
+        keep.setdefault("cache_path", str(out.with_suffix(".llmcache.sqlite")))
+        keep.setdefault("log_dir", str(out.parent))
+        with local_server(model, **keep) as server:  # stopped on return, on Ctrl-C and on error
+            return asyncio.run(_explain(source, neurons, out, tuple(methods), backend, chunk, progress, config,
+                                        server.config, transport))
     conf = llm_config(llm, out) if backend != "offline" else None
     return asyncio.run(_explain(source, neurons, out, tuple(methods), backend, chunk, progress, config, conf,
                                 transport))
@@ -178,11 +234,13 @@ def score_row(res: AgentResult, ev: NeuronEvidence, method: str, backend: str, c
     e = res.explanation
     if e.executable:
         sc = score_batch([e], ctx.simulator.simulate([e], held), held, "exec")[0]
-        e.scores.update({"score": sc.score, "coverage": sc.coverage})
-        for mode, s, c in zip(e.modes, sc.mode_scores, sc.mode_coverage, strict=False):
+        d = sc.to_dict()  # undefined correlations are null in the output
+        e.scores.update({"score": d["score"], "coverage": sc.coverage})
+        for mode, s, c in zip(e.modes, d["mode_scores"], sc.mode_coverage, strict=False):
             mode.scores.update({"score": s, "coverage": c})
-    else:  # nothing found: a constant prediction, which explains nothing
-        sc = ScoreResult(ev.layer, ev.index, method, "exec", 0.0, n_tokens=held.n_tokens, n_windows=len(held.windows))
+    else:  # nothing found: a constant prediction, which explains nothing (its correlation is undefined)
+        sc = ScoreResult(ev.layer, ev.index, method, "exec", 0.0, n_tokens=held.n_tokens, n_windows=len(held.windows),
+                         undefined=["score", "top_score"])
     return {"layer": ev.layer, "index": ev.index, "method": method, "backend": backend, "explanation": e.to_dict(),
             "heldout": sc.to_dict(), "rounds": res.round_scores, "transcript": res.transcript, "usage": {},
             "seconds": res.seconds}

@@ -69,10 +69,16 @@ def _planted_rows(store, rows: list[dict]) -> list[dict]:
         n = truth[r["index"]]
         mm = match_modes(fmask, true_masks[r["index"]], n.groups)
         out.append({"neuron": r["index"], "index": r["index"], "method": r["method"], "kind": n.kind,
-                    "score": r["heldout"]["score"], "recall": mm.recall, "precision": mm.precision,
+                    "score": _score(r), "recall": mm.recall, "precision": mm.precision,
                     "n_true": mm.n_true, "n_found": mm.n_found, "exact": float(mm.n_found == mm.n_true),
                     "named": sum(m.concept is not None for m in found)})
     return out
+
+
+def _score(row: dict) -> float:
+    """Held-out Score of a row; an undefined correlation (null: a constant prediction) explains nothing → 0."""
+    s = (row.get("heldout") or {}).get("score")
+    return 0.0 if s is None else float(s)
 
 
 def _real_rows(rows: list[dict]) -> list[dict]:
@@ -83,7 +89,7 @@ def _real_rows(rows: list[dict]) -> list[dict]:
         found = _meanings(r)
         cov = [float(m.scores.get("coverage", 0.0)) for m in found]
         out.append({"neuron": f"{r['layer']}/{r['index']}", "layer": r["layer"], "index": r["index"],
-                    "method": r["method"], "score": r["heldout"]["score"], "modes": len(found),
+                    "method": r["method"], "score": _score(r), "modes": len(found),
                     "multi": float(len(found) >= 2), "polysemantic": float(is_polysemantic(cov)),
                     "named": sum(m.concept is not None for m in found), "coverages": cov})
     return out

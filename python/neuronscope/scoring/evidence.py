@@ -6,7 +6,8 @@ The held-out mix (what every score in neuronscope is computed on), for each neur
   both halves span the whole top range, as OpenAI's explainer splits its top records;
 - the odd-indexed quantile-stratified samples of every stratum (the even ones are train), so the
   scorer sees weak and negative activations as well as the peak;
-- random windows, as many as the held-out top windows (OpenAI's 1:1 top:random), drawn uniformly
+- random windows, as many as the held-out top windows (a 1:1 top:random mix like OpenAI's, though not
+  OpenAI's own validation split: that is ``top[2::4]`` + ``random[1::3]``), drawn uniformly
   over the mined tokens with a seed derived from (seed, layer, neuron); the train split gets its own
   random windows from another stream.
 
@@ -209,8 +210,8 @@ def store_evidence(
 ) -> list[NeuronEvidence]:
     """Evidence for neurons ``indices`` of ``layer`` of a NeuronStore, activations recomputed in one batched pass.
 
-    activations: the :class:`~neuronscope.activations.ActivationSource` of the store; context: tokens before/after each exemplar (clipped to its document); n_random: random windows per
-    split (default: the number of held-out top windows); feature_frac: also keep the layer's whole
+    activations: the :class:`~neuronscope.activations.ActivationSource` of the store; context: tokens
+    before/after each exemplar (clipped to its document); n_random: random windows per split (default: the number of held-out top windows); feature_frac: also keep the layer's whole
     activation vector at every train token reaching this share of the neuron's train maximum (computed
     in the same forward pass). Returns one NeuronEvidence per index.
     """

@@ -43,9 +43,19 @@ class ScoreResult:
     n_tokens: int = 0
     n_windows: int = 0
     extra: dict = field(default_factory=dict)
+    undefined: list[str] = field(default_factory=list)
+    """Correlations that are undefined (a constant prediction or truth, or fewer than two tokens): ``score``,
+    ``top_score``, ``mode_scores[k]``. Their fields hold 0.0 here (means stay finite); :meth:`to_dict` —
+    what output files hold — writes ``null`` for them, as upstream tools mark an undefined correlation."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for name in self.undefined:
+            if name.startswith("mode_scores["):
+                d["mode_scores"][int(name[12:-1])] = None
+            elif name in d:
+                d[name] = None
+        return d
 
 
 def _fires(pred: torch.Tensor) -> torch.Tensor:
@@ -53,6 +63,14 @@ def _fires(pred: torch.Tensor) -> torch.Tensor:
     if float(top) <= 0:
         return torch.zeros_like(pred, dtype=torch.bool)
     return pred >= 0.5 * top
+
+
+def undefined_rows(pred: torch.Tensor, true: torch.Tensor) -> np.ndarray:
+    """(E,) bool: where Pearson r of ``pred (E, T)`` against ``true (T,)`` is undefined (either side constant,
+    or T < 2)."""
+    if pred.shape[1] < 2 or float(true.max() - true.min()) == 0.0:
+        return np.ones(pred.shape[0], dtype=bool)
+    return ((pred.amax(1) - pred.amin(1)) == 0).cpu().numpy()
 
 
 def score_batch(explanations: Sequence[Explanation], sims: Sequence[Simulation], batch: WindowBatch,
@@ -73,6 +91,9 @@ def score_batch(explanations: Sequence[Explanation], sims: Sequence[Simulation],
     rand = batch.kind_mask("random")
     r_top = (pearson(pred[:, top_mask], batch.acts[top_mask]).cpu().numpy().astype(np.float64)
              if int(top_mask.sum()) > 1 else np.zeros(len(pred)))
+    # Pearson is undefined where either side is constant (or there are < 2 tokens).
+    flat = undefined_rows(pred, batch.acts)
+    flat_top = undefined_rows(pred[:, top_mask], batch.acts[top_mask])
     n_focus = int(focus.sum())
     out: list[ScoreResult] = []
     for row, (i, m) in enumerate(owners):
@@ -88,9 +109,12 @@ def score_batch(explanations: Sequence[Explanation], sims: Sequence[Simulation],
                 layer=e.layer, index=e.index, method=e.method, simulator=simulator, score=float(r[row]),
                 coverage=float(fires[focus].sum()) / n_focus if n_focus else 0.0, top_score=float(r_top[row]),
                 random_fire_rate=float(fires[rand].float().mean()) if int(rand.sum()) else 0.0,
-                n_tokens=t, n_windows=len(batch.windows)))
+                n_tokens=t, n_windows=len(batch.windows),
+                undefined=[k for k, bad in (("score", flat[row]), ("top_score", flat_top[row])) if bad]))
         else:
             res = out[-1]
+            if flat[row]:
+                res.undefined.append(f"mode_scores[{len(res.mode_scores)}]")
             res.mode_scores.append(float(r[row]))
             f = _fires(sims[i].modes[m])
             res.mode_coverage.append(float(f[focus].sum()) / n_focus if n_focus else 0.0)
