@@ -78,4 +78,5 @@ def assert_matches(stats, oracle: dict, moments_rtol: float = 1e-9) -> None:
             np.testing.assert_allclose(g, want, rtol=moments_rtol, atol=moments_rtol, err_msg=name)
         else:
             bad = np.argwhere(~((g == want) | (np.isnan(g.astype(float)) & np.isnan(want.astype(float)))))
-            assert bad.size == 0, f"{name}: first mismatches at {bad[:5].tolist()}: got {g[tuple(bad[0])]} want {want[tuple(bad[0])]}"
+            assert bad.size == 0, (f"{name}: first mismatches at {bad[:5].tolist()}: "
+                                   f"got {g[tuple(bad[0])]} want {want[tuple(bad[0])]}")

@@ -63,7 +63,8 @@ def test_parquet_missing_column_and_corrupt_file(tmp_path):
 def test_saved_hf_dataset_directory(tmp_path):
     # The layout datasets.save_to_disk writes: Arrow stream files listed in state.json.
     table = pa.table({"text": ["alpha", "beta", ""]})
-    with pa.OSFile(str(tmp_path / "data-00000-of-00001.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+    arrow = str(tmp_path / "data-00000-of-00001.arrow")
+    with pa.OSFile(arrow, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
     (tmp_path / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
     (tmp_path / "dataset_info.json").write_text("{}")

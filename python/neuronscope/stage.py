@@ -112,6 +112,7 @@ async def arun_stage(stage: Stage, out: str | Path, neurons: Sequence[tuple[int,
     return rows
 
 
-def run_stage(stage: Stage, out: str | Path, neurons: Sequence[tuple[int, int]], *, progress: bool = True) -> list[dict]:
+def run_stage(stage: Stage, out: str | Path, neurons: Sequence[tuple[int, int]], *,
+              progress: bool = True) -> list[dict]:
     """Blocking :func:`arun_stage`."""
     return asyncio.run(arun_stage(stage, out, neurons, progress=progress))

@@ -47,7 +47,8 @@ class Packing:
             raise ConfigError(f"packing must be 'stream' or 'doc', got {self.mode!r}")
         if self.chunk < 1:
             raise ConfigError(
-                f"seq_len {self.seq_len} leaves no room for tokens after {len(self.prefix) + len(self.suffix)} special tokens"
+                f"seq_len {self.seq_len} leaves no room for tokens after "
+                f"{len(self.prefix) + len(self.suffix)} special tokens"
             )
 
     @property
@@ -66,7 +67,8 @@ class Packing:
             return starts, np.minimum(c, n - starts)
         lo, hi = tokens.doc_offsets[:-1], tokens.doc_offsets[1:]
         per_doc = -(-(hi - lo) // c)
-        starts = np.repeat(lo, per_doc) + c * (np.arange(per_doc.sum()) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc))
+        first = np.repeat(np.cumsum(per_doc) - per_doc, per_doc)  # index of each doc's first chunk
+        starts = np.repeat(lo, per_doc) + c * (np.arange(per_doc.sum()) - first)
         ends = np.repeat(hi, per_doc)
         return starts.astype(np.int64), np.minimum(c, ends - starts).astype(np.int64)
 

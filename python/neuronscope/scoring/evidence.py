@@ -211,9 +211,10 @@ def store_evidence(
     """Evidence for neurons ``indices`` of ``layer`` of a NeuronStore, activations recomputed in one batched pass.
 
     activations: the :class:`~neuronscope.activations.ActivationSource` of the store; context: tokens
-    before/after each exemplar (clipped to its document); n_random: random windows per split (default: the number of held-out top windows); feature_frac: also keep the layer's whole
-    activation vector at every train token reaching this share of the neuron's train maximum (computed
-    in the same forward pass). Returns one NeuronEvidence per index.
+    before/after each exemplar (clipped to its document); n_random: random windows per split (default:
+    the number of held-out top windows); feature_frac: also keep the feature layer's whole activation
+    vector at every train token reaching this share of the neuron's train maximum (from the same forward
+    pass for a mined store). Returns one NeuronEvidence per index.
     """
     from ..records import QUANTILES
 
