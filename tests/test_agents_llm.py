@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 
-import numpy as np
 import pytest
 
 from llm_server import Reply, ScriptedServer, chat_body
@@ -21,31 +20,37 @@ DIGIT = {"kind": "all", "conditions": [{"kind": "token_regex", "pattern": "^\\d+
                                        {"kind": "prev_token", "tokens": ["(", "["], "offset": 1}]}
 
 
-def fake_llm(fail_neuron: str | None = None):
-    """Answers each role's prompt like a competent model would (and garbage for ``fail_neuron``)."""
+def fake_llm(fail_neuron: str | None = None, garbage_neuron: str | None = None):
+    """Answers each role's prompt like a competent model would; refuses every request about ``fail_neuron``
+    (HTTP 400) and answers prose with a broken brace for ``garbage_neuron``."""
 
     def respond(req) -> Reply:
+        if "messages" not in req.body:
+            return Reply(status=404, json={"error": {"message": "no /completions here"}})
         msgs = req.body["messages"]
         system, user = msgs[0]["content"], msgs[1]["content"]
         if fail_neuron and re.search(rf"[Nn]euron {re.escape(fail_neuron)}\b", user):
+            return Reply(status=400, json={"error": {"message": "this request is refused"}})
+        if garbage_neuron and re.search(rf"[Nn]euron {re.escape(garbage_neuron)}\b", user):
             return Reply(json=chat_body("I am not sure what this neuron does {"))
-        if "List every distinct pattern" in user:
+        if "What do the marked tokens have in common" in user:
             out = {"hypotheses": ["the words return and value", "numbers inside brackets"]}
-        elif "atomic conditions" in system:
+        elif "testable conditions" in system:
             out = {"components": [{"hypothesis": "return/value", "condition": RETURN},
                                   {"hypothesis": "numbers", "condition": {"kind": "token_regex", "pattern": "^\\d+$"}},
                                   {"hypothesis": "bad", "condition": {"kind": "nonsense"}}]}
-        elif "one semantic mode" in system:
+        elif "one group of tokens" in system:
             out = {"label": "return/value" if "return" in user else "bracketed numbers",
-                   "description": "the words return or value" if "return" in user else "a number after ( or ["}
+                   "description": "the words return or value" if "return" in user else
+                   "a number right after an opening bracket"}
         elif "refine explanations" in system:
             out = {"modes": [{"label": "return/value", "description": "the words return or value",
                               "conditions": [RETURN]},
-                             {"label": "bracketed numbers", "description": "a number right after ( or [",
+                             {"label": "bracketed numbers", "description": "a number right after an opening bracket",
                               "conditions": [DIGIT]}],
                    "probes": ["It will return the value (3) and [4].", "Nothing to see here."]}
-        elif "activates most" in user:
-            out = {"description": "the word return", "conditions": [{"kind": "token", "tokens": ["return"]}]}
+        elif "fires most" in user:
+            out = {"description": "the word return in code", "conditions": [{"kind": "token", "tokens": ["return"]}]}
         else:
             return Reply(status=400, json={"error": {"message": "unexpected prompt"}})
         return Reply(json=chat_body(json.dumps(out)))
@@ -79,9 +84,9 @@ def test_llm_loop_protocol_with_a_scripted_server(planted):  # noqa: F811
     assert len(e.modes) == 2
     assert {m.label for m in e.modes} == {"return/value", "bracketed numbers"}
     roles = [t["role"] for t in res.transcript]
-    assert roles[:2] == ["hypothesis", "hypothesis@v1"]
-    assert "decomposition@v1" in roles
-    assert "refinement@v1" in roles
+    assert roles[:2] == ["hypothesis", "hypothesis@v2"]
+    assert "decomposition@v2" in roles
+    assert "refinement@v2" in roles
     assert any(t["role"] == "decomposition errors" for t in res.transcript)  # the invalid condition was reported
     assert usage["total"]["requests"] >= 5
     assert usage["total"]["prompt_tokens"] > 0
@@ -93,7 +98,7 @@ def test_llm_explain_retries_errors_cache_and_resume(minilm_store, tmp_path):
     source = StoreSource(minilm_store)
     out = tmp_path / "llm.jsonl"
     neurons = [(1, 0), (1, 1), (3, 2)]
-    with ScriptedServer(default=fake_llm(fail_neuron="1/1")) as server:
+    with ScriptedServer(default=fake_llm(fail_neuron="1/1", garbage_neuron="3/2")) as server:
         server.push(status=429, json={"error": {"message": "slow down"}}, headers={"Retry-After": "0.1"})
         server.push(status=500, json={"error": {"message": "boom"}})
         llm = {"base_url": server.url, "model": "scripted", "backoff_base_s": 0.01, "backoff_max_s": 0.05,
@@ -104,7 +109,17 @@ def test_llm_explain_retries_errors_cache_and_resume(minilm_store, tmp_path):
     assert n_first > 10
     by = {(r["layer"], r["index"], r["method"]): r for r in rows}
     assert "error" in by[(1, 1, "neuronscope")]
-    assert "LLMResponseError" in by[(1, 1, "neuronscope")]["error"]
+    assert "LLMHTTPError" in by[(1, 1, "neuronscope")]["error"]
+    # Unusable replies are no crash: every role's failure and fallback is in the transcript, offline candidates
+    # stand in for the conditions, and the row is an explanation.
+    garbled = by[(3, 2, "neuronscope")]
+    assert "error" not in garbled
+    failed = [t for t in garbled["transcript"] if "error" in t]
+    assert {t["role"] for t in failed} >= {"hypothesis@v2", "decomposition@v2", "refinement@v2"}
+    assert all("not sure" in t["reply"] for t in failed)
+    assert {t["step"] for t in garbled["transcript"] if t["role"] == "fallback"} >= {"hypothesis", "decomposition"}
+    assert garbled["explanation"]["modes"]
+    assert "error" not in by[(3, 2, "single-pass")]
     for key in [(1, 0, "neuronscope"), (3, 2, "neuronscope"), (1, 0, "single-pass")]:
         r = by[key]
         assert "error" not in r
@@ -126,15 +141,18 @@ def test_llm_explain_retries_errors_cache_and_resume(minilm_store, tmp_path):
     assert all(re.search(r"[Nn]euron 1/1\b", p) for p in prompts)
     assert not any("error" in r for r in rows2)
 
-    # Same requests again from scratch (output removed, cache kept): zero HTTP requests.
+    # Same requests again from scratch (output removed, cache kept): HTTP requests only where a reply was unusable
+    # (never cached), i.e. for neuron 3/2; everything else comes from the cache.
     out.unlink()
     with ScriptedServer(default=fake_llm()) as server:
         rows3 = explain(source, neurons, out, methods=("neuronscope", "single-pass"), backend="openai",
                         rounds=2, chunk=8, progress=False, llm={**llm, "base_url": server.url})
-        assert len(server.requests) == 0
+        prompts3 = [r.body["messages"][1]["content"] for r in server.requests]
+    assert prompts3
+    assert all(re.search(r"[Nn]euron 3/2\b", p) for p in prompts3)
     key = lambda r: (r["layer"], r["index"], r["method"])  # noqa: E731
     assert sorted(map(key, rows3)) == sorted(map(key, rows2))
-    assert all(r["usage"]["cache_hits"] >= 1 for r in rows3)
+    assert all(r["usage"]["cache_hits"] >= 1 for r in rows3 if r["index"] != 2)
 
 
 def test_openai_backend_needs_a_model(minilm_store, tmp_path):
@@ -169,61 +187,6 @@ def _lp(token: str, alts: dict[str, float] | None = None) -> dict:
             "top_logprobs": [{"token": t, "logprob": math.log(p) if p > 0 else -50.0} for t, p in alts.items()]}
 
 
-def test_llm_simulator_expected_values_and_json_fallback(planted):  # noqa: F811
-    from neuronscope.explanations import Explanation
-    from neuronscope.scoring import WindowBatch
-    from neuronscope.scoring.llm_simulate import LLMSimulator, expected_values
-    from neuronscope.scoring.score import score_batch
-
-    evidence, _ = planted
-    # Hand-computed expected values: line 1 answers 0 surely, line 2 is 8 w.p. 0.5 and 10 w.p. 0.5.
-    toks = [_lp("1"), _lp("\t"), _lp("0", {"0": 1.0}), _lp("\n"), _lp("2"), _lp("\t"), _lp("8", {"8": 0.5, "10": 0.5})]
-    from neuronscope.llm.parse import TokenLogprob
-
-    parsed = [TokenLogprob(t["token"], t["logprob"], tuple(TokenLogprob(a["token"], a["logprob"])
-                                                          for a in t["top_logprobs"])) for t in toks]
-    np_ev = expected_values("1\t0\n2\t8\n3\t4", parsed, 3)
-    assert np_ev.tolist() == pytest.approx([0.0, 9.0, 4.0])
-
-    windows = evidence.heldout[:6]
-    batch = WindowBatch.build(windows)
-    truth = [(w.acts > 1.0).astype(int) * 10 for w in windows]  # a simulator that knows the answer
-    pieces = [[evidence.vocab.pieces[i] for i in w.ids.tolist()] for w in windows]
-
-    def which(content: str) -> np.ndarray:
-        for k, ps in enumerate(pieces):
-            listing = "\n".join(f"{i + 1}\t{s!r}" for i, s in enumerate(ps))
-            if listing in content or repr(ps) in content:
-                return truth[k]
-        raise AssertionError("unknown window")
-
-    def by_logprobs(req) -> Reply:
-        w = which(req.body["messages"][1]["content"])
-        lines, lps = [], []
-        for i, v in enumerate(w):
-            lines.append(f"{i + 1}\t{v}")
-            lps += [_lp(str(i + 1)), _lp("\t"), _lp(str(v), {str(v): 0.9, "5": 0.1}), _lp("\n")]
-        return Reply(json=chat_body("\n".join(lines), logprobs=lps))
-
-    def no_logprobs(req) -> Reply:
-        content = req.body["messages"][1]["content"]
-        if "Tokens:" not in content:
-            return Reply(json=chat_body("1\t0"))  # no logprobs in the answer
-        w = which(content)
-        return Reply(json=chat_body(json.dumps({"activations": w.tolist()})))
-
-    e = Explanation(0, 0, [], text="the words return or value, and numbers in brackets")
-    for responder in (by_logprobs, no_logprobs):
-        async def go():
-            async with LLMClient(_config(server)) as client:
-                return await LLMSimulator(client, evidence.vocab).asimulate([e], batch)
-
-        with ScriptedServer(default=responder) as server:
-            sims = asyncio.run(go())
-        res = score_batch([e], sims, batch, "llm")[0]
-        assert res.score > 0.9, responder.__name__
-
-
 def test_score_cli_with_llm_simulator(minilm_store, tmp_path):
     from neuronscope.cli import main
     from neuronscope.explanations import Explanation, write_explanations
@@ -232,6 +195,8 @@ def test_score_cli_with_llm_simulator(minilm_store, tmp_path):
     write_explanations(exps, [Explanation(1, 0, [], text="punctuation", method="openai")])
 
     def answer(req) -> Reply:
+        if "messages" not in req.body:  # a chat-only server: no prompt scoring on /v1/completions
+            return Reply(status=404, json={"error": {"message": "not found"}})
         content = req.body["messages"][1]["content"]
         lines = [ln for ln in content.split("\n") if re.match(r"^\d+\t", ln)]
         reply = "\n".join(f"{ln.split(chr(9))[0]}\t{10 if any(c in ln for c in '.,:;()') else 0}" for ln in lines)

@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import os
 import random
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -44,6 +45,8 @@ from .usage import Usage, current_tag
 __all__ = ["LLMClient", "LLMConfig", "normalize_base_url", "retry_after_seconds"]
 
 logger = logging.getLogger("neuronscope.llm")
+_SCHEMA_REFUSAL = re.compile(r"response_format|json_schema|schema|grammar|structured", re.IGNORECASE)
+"""What a server's 400/422 says when it is the JSON schema it refuses (not the request as a whole)."""
 
 
 def _is_loopback(url: str) -> bool:
@@ -84,6 +87,8 @@ class LLMClient:
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
         self._sem: asyncio.Semaphore | None = None
+        self._schema_ok = True
+        """False once the server refused a JSON-schema ``response_format`` (some only take ``json_object``)."""
 
     def __repr__(self) -> str:
         return (f"LLMClient(base_url={self._root!r}, model={self.config.model!r}, "
@@ -152,11 +157,25 @@ class LLMClient:
         as an ExplanationError), the bad reply and a request for valid JSON only (with ``schema_hint``) are
         appended and the model is asked ONCE more; then LLMResponseError is raised with the last reply in
         ``raw_text``. Replies are cached only when the call succeeds, so a re-run replays it exactly.
+        ``json_schema`` is sent as a ``json_schema`` response format (structured output: llama.cpp, vLLM and
+        OpenAI constrain the sampler to it); a server that refuses the schema (HTTP 400/422 naming it) is asked
+        again without, and no schema is sent to it for the rest of the client's life.
         """
         tag = tag if tag is not None else current_tag()
+        if json_schema is not None and not self._schema_ok:
+            json_schema = None  # this server refused a schema once: ask for plain JSON (the validator still checks)
         with self._accounting(tag):
             body = self._chat_body(messages, json_schema, None, False, None, params)
-            first = await self._exchange("chat/completions", body, tag, use_cache)
+            try:
+                first = await self._exchange("chat/completions", body, tag, use_cache)
+            except LLMHTTPError as exc:
+                if json_schema is None or exc.status not in (400, 422) or not _SCHEMA_REFUSAL.search(str(exc)):
+                    raise
+                logger.warning("the server refused a JSON-schema response_format (%s); sending none from now on",
+                               exc)
+                self._schema_ok = False
+                body.pop("response_format", None)
+                first = await self._exchange("chat/completions", body, tag, use_cache)
             result = chat_result(first.data, want_logprobs=False, where=self._url(first.endpoint),
                                  cached=first.cached, request_id=first.request_id)
             parsed, problem = _check_json(result, validator, expect)
