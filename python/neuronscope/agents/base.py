@@ -40,7 +40,7 @@ class AgentConfig:
     """False positive: a token of a set whose own mean activation is below this share of the mode's strength."""
     single_pass_tokens: int = 12
     """Tokens of the ``top-tokens`` strawman."""
-    lookup_tokens: int = 40
+    lookup_tokens: int = 1000
     """Rows of the ``single-pass`` token look-up table at most."""
     mode_cost: float = 0.004
     """Refinement maximises train score − ``mode_cost`` × modes: a new mode must buy more than this, a merge or
@@ -48,6 +48,8 @@ class AgentConfig:
     min_mode_cover: float = 0.05
     """The earning rule (``OfflineNeuronScope.earn``): a meaning fires on at least this share of the
     activating train tokens ..."""
+    background_tokens: int = 400
+    """Tokens in the background term at most (each at its own mean train activation)."""
     min_mode_gain: float = 0.01
     """... and removing it loses at least this much train score (else it is merged, background or dropped)."""
 

@@ -1,9 +1,8 @@
 """The offline single-pass baselines, each one pass over the train evidence with no refinement.
 
-- ``single-pass`` (:func:`single_pass`): the strongest explainer of its kind — an OpenAI-style token
-  look-up table with strengths. Every token that is activating somewhere in the train split is scored
-  over *all* its train occurrences (top, quantile and random windows: contrast), kept when its mean
-  activation is precise enough, and predicted at its own mean activation (graded, one mode).
+- ``single-pass`` (:func:`single_pass`): the strongest explainer of its kind — the token look-up table
+  with strengths (OpenAI's lookup-table baseline): every token of the train split (top, quantile and
+  random windows) predicted at its own mean activation over all its train occurrences (graded, one mode).
 - ``top-tokens`` (:func:`top_tokens`): the strawman — the tokens the top train activations fall on, one
   strength, no contrast (kept for comparison with earlier figures).
 """
@@ -54,18 +53,15 @@ def single_pass(evidence: NeuronEvidence, evaluator: ConditionEvaluator | None =
     ids = np.concatenate([w.ids for w in evidence.train]) if evidence.train else np.zeros(0, np.int64)
     acts = np.concatenate([w.acts for w in evidence.train]) if evidence.train else np.zeros(0, np.float32)
     top = float(acts.max()) if acts.size else 0.0
-    threshold = cfg.active_frac * top
     stats: dict[str, list[float]] = {}
     for i, a in zip(ids.tolist(), acts.tolist(), strict=True):
         k = key_piece(evidence.vocab, i).lower()
         if k:
             stats.setdefault(k, []).append(float(a))
-    rows = []
-    for k, v in stats.items():
-        mean = float(np.mean(v))
-        if top > 0 and max(v) >= threshold and mean >= cfg.min_precision * threshold:
-            rows.append((k, mean, len(v)))
-    rows.sort(key=lambda r: (-r[1] * r[2], -r[1], r[0]))
+    # Every train token at its own mean activation over all its train occurrences (the token look-up table
+    # baseline of OpenAI's "Language models can explain neurons"), the most massive ``lookup_tokens`` kept.
+    rows = [(k, float(np.mean(v)), len(v)) for k, v in stats.items()] if top > 0 else []
+    rows.sort(key=lambda r: (-abs(r[1]) * r[2], r[0]))
     rows = sorted(rows[: cfg.lookup_tokens], key=lambda r: -r[1])
     modes = []
     if rows:

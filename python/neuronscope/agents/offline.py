@@ -279,6 +279,7 @@ class OfflineNeuronScope:
             if stale >= 2:
                 break
         modes, background = self.earn(modes, active)
+        background = self.background(modes, background)
         modes = sorted(modes, key=lambda m: -m.strength)
         name_modes(self.ws, modes, active)
         if background is not None:
@@ -340,6 +341,33 @@ class OfflineNeuronScope:
                  background=len(background))
         bg = bg_modes()
         return modes, (bg[0] if bg else None)
+
+    def background(self, modes: list[Mode], earned: Mode | None) -> Mode | None:
+        """The background term: diffuse low-level firing on the tokens no meaning names — each train token's
+        own mean activation (at most ``background_tokens`` of them, by activation mass), joined to what the
+        earning rule sent to the background. Kept only if it raises the (2-fold) train score."""
+        ws, cfg = self.ws, self.cfg
+        used = {t for m in modes for c in m.conditions if isinstance(c, TokenIn) for t in c.tokens}
+        ids = ws.batch.ids[ws.batch.scored].tolist()
+        y = ws.batch.acts.tolist()
+        mass: dict[str, float] = {}
+        for i, a in zip(ids, y, strict=True):
+            k = key_piece(ws.vocab, i).lower()
+            if k and k not in used:
+                mass[k] = mass.get(k, 0.0) + abs(a)
+        keep = sorted(mass, key=lambda k: -mass[k])[: cfg.background_tokens]
+        parts = list(earned.conditions) if earned is not None else []
+        parts += [TokenIn((k,)) for k in keep if TokenIn((k,)) not in parts]
+        if not parts:
+            return None
+        cand = build_mode(ws, parts, kind="background")
+        base = ws.score(modes + ([earned] if earned is not None else []))
+        with_bg = ws.score([*modes, cand])
+        self.log("background", tokens=len(keep), train_score_without=base, train_score_with=with_bg,
+                 kept=with_bg > base + 1e-4)
+        if with_bg > base + 1e-4:
+            return cand
+        return earned
 
     def _record(self, rnd: int, modes: list[Mode], train: float) -> None:
         row = {"round": rnd, "train_score": train, "modes": len(modes)}

@@ -154,6 +154,7 @@ def explain(source: EvidenceSource, neurons: Sequence[tuple[int, int]], out: str
 
         keep = {k: v for k, v in fields.items()
                 if v is not None and (k in _LOCAL_FIELDS or k in LLMConfig.__dataclass_fields__)}
+        keep.pop("concurrency", None)  # one request per server slot (``slots``)
         keep.setdefault("cache_path", str(out.with_suffix(".llmcache.sqlite")))
         keep.setdefault("log_dir", str(out.parent))
         with local_server(model, **keep) as server:  # stopped on return, on Ctrl-C and on error

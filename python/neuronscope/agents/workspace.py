@@ -54,6 +54,9 @@ class Workspace:
         # The activating threshold follows the configured share of the (possibly probe-enlarged) maximum.
         self.threshold = self.max * self.active_frac
         self._masks: dict[Condition, torch.Tensor] = {}
+        # Two folds of the train windows (alternating): decisions use a 2-fold cross-validated score, so an atom
+        # whose strength is fitted to a single occurrence cannot buy train score it would not keep.
+        self.fold = (self.batch.window % 2).to(torch.bool)  # (T,) True: fold 1
 
     def mask(self, cond: Condition) -> torch.Tensor:
         """(T,) bool: where ``cond`` fires on the scored train tokens (cached per batch: the loop asks for the
@@ -89,7 +92,44 @@ class Workspace:
             return torch.zeros(self.batch.n_tokens, dtype=torch.float32)
         return pick(torch.stack(rows))
 
+    def predict_cv(self, modes: list[Mode]) -> torch.Tensor:
+        """(T,) float32: the graded prediction with every condition's strength fitted on the *other* fold
+        (its mean activation where it fires there; 0 where it never fires there)."""
+        y = self.batch.acts
+        f1 = self.fold.to(torch.float32)
+        f0 = 1.0 - f1
+
+        def pick(values: torch.Tensor) -> torch.Tensor:
+            if values.shape[0] == 1:
+                return values[0]
+            from ..scoring.simulate import combine_modes
+
+            return values.amax(0) if bool((values >= 0).all()) else combine_modes(values)
+
+        rows = []
+        for m in modes:
+            if not m.conditions:
+                continue
+            masks = self.masks(m.conditions).to(torch.float32)  # (C, T)
+            n0, n1 = masks @ f0, masks @ f1
+            s0 = torch.where(n0 > 0, (masks @ (y * f0)) / n0.clamp(min=1), torch.zeros_like(n0))
+            s1 = torch.where(n1 > 0, (masks @ (y * f1)) / n1.clamp(min=1), torch.zeros_like(n1))
+            level = torch.where(self.fold[None], s0[:, None], s1[:, None])  # fold-1 tokens get fold-0 strengths
+            rows.append(pick(masks * level))
+        if not rows:
+            return torch.zeros(self.batch.n_tokens, dtype=torch.float32)
+        return pick(torch.stack(rows))
+
     def score(self, modes: list[Mode]) -> float:
+        """The train score every decision uses: Pearson r of the 2-fold cross-validated prediction."""
+        if not modes or not any(m.conditions for m in modes):
+            return 0.0
+        from ..scoring.corr import pearson_ref
+
+        return float(pearson_ref(self.predict_cv(modes)[None], self.batch.acts)[0])
+
+    def fit_score(self, modes: list[Mode]) -> float:
+        """Pearson r of the prediction with the strengths as they are (in-sample)."""
         if not modes or not any(m.conditions for m in modes):
             return 0.0
         from ..scoring.corr import pearson_ref
