@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import NeuronscopeError
 
-EXPLAIN_BACKENDS = ("offline", "openai")
+EXPLAIN_BACKENDS = ("offline", "openai", "local")
 MINER_BACKENDS = ("auto", "ref", "cpu", "triton")
 
 
@@ -49,7 +49,8 @@ def add_llm_options(p: argparse.ArgumentParser, *, legacy_model: bool = False) -
     """The OpenAI-compatible server options, one argument group; ``legacy_model`` also accepts ``--model``."""
     g = p.add_argument_group("LLM server (OpenAI-compatible; used by the openai explainer and the llm simulator)")
     g.add_argument("--base-url", default="http://localhost:8000/v1", help="server URL (default %(default)s)")
-    g.add_argument("--llm-model", default=None, help="model name on that server")
+    g.add_argument("--llm-model", default=None, help="model name on that server; with --explain-backend local a "
+                   "built-in GGUF (qwen2.5-coder-1.5b, qwen2.5-0.5b, smollm2-135m) or a .gguf file")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="environment variable holding the API key (never written anywhere)")
     g.add_argument("--concurrency", type=int, default=8, help="parallel LLM requests")
@@ -76,7 +77,9 @@ def llm_config(a: argparse.Namespace) -> dict[str, Any]:
 
 def add_explain_backend(p: argparse.ArgumentParser, *, legacy_backend: bool = False) -> None:
     p.add_argument("--explain-backend", default="offline", choices=EXPLAIN_BACKENDS,
-                   help="explainer: offline algorithms (default) or an LLM server")
+                   help="explainer: offline algorithms (default), an LLM server (openai: any OpenAI-compatible "
+                        "--base-url) or local (a llama.cpp server started and stopped by the run on --llm-model, "
+                        "e.g. qwen2.5-coder-1.5b)")
     if legacy_backend:
         _deprecated(p, "--backend", "--explain-backend", "explain_backend", choices=EXPLAIN_BACKENDS)
 
@@ -224,9 +227,9 @@ def _cmd_explain(a: argparse.Namespace) -> int:
     source = _source(a)
     neurons = parse_neurons(a.neurons, source, seed=a.seed)
     ms = methods(a.method)
-    llm = llm_config(a) if a.explain_backend == "openai" else None
+    llm = llm_config(a) if a.explain_backend in ("openai", "local") else None
     rows = explain(source, neurons, a.out, methods=ms, backend=a.explain_backend, rounds=a.rounds,
-                   progress=not a.quiet, llm=llm)
+                   progress=not a.quiet, llm=llm, shard=a.shard)
     for m in ms:
         sc = [r["heldout"]["score"] or 0.0 for r in rows if r["method"] == m and r.get("heldout")]  # null → 0
         nm = [sum(1 for x in r["explanation"]["modes"] if x.get("conditions") and x.get("kind", "mode") == "mode")
@@ -254,7 +257,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
     from .eval import evaluate
 
-    llm = llm_config(a) if a.explain_backend == "openai" else None
+    llm = llm_config(a) if a.explain_backend in ("openai", "local") else None
     evaluate(a.suite, methods(a.method), backend=a.explain_backend, store=a.store, out=a.out, n_real=a.n_real,
              seed=a.seed, rounds=a.rounds, llm=llm, progress=not a.quiet)
     print((Path(a.out) / "eval.md").read_text())
@@ -265,7 +268,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 def _cmd_run(a: argparse.Namespace) -> int:
     from .pipeline import RunConfig, run
 
-    llm = llm_config(a) if a.explain_backend == "openai" else None
+    llm = llm_config(a) if a.explain_backend in ("openai", "local") else None
     cfg = RunConfig(model=a.model, corpus=a.corpus, text_field=a.text_field, doc_split=a.doc_split, layers=a.layers,
                     k=a.k, max_tokens=a.max_tokens, seq_len=a.seq_len, batch_tokens=a.batch_tokens, device=a.device,
                     dtype=a.dtype, backend=a.backend, sample=a.sample, polysemantic=a.polysemantic, seed=a.seed,
@@ -358,6 +361,9 @@ def _add_explain_score_export(sub: argparse._SubParsersAction) -> None:
     add_explain_backend(p, legacy_backend=True)
     add_llm_options(p, legacy_model=True)
     p.add_argument("--rounds", type=int, default=4, help="refinement round budget")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="explain only shard K (0 … N-1) of N: N machines or servers split --neurons without overlap, "
+                        "and their outputs concatenate into one run's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="explanations .jsonl (resumes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

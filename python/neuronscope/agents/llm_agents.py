@@ -257,9 +257,11 @@ async def ask_role(llm, role: str, validator, log, **values: object) -> Any:
     the exchange or the failure (with the model's last reply)."""
     spec = ROLES[role]
     p = load_prompt(spec.prompt)
+    cap = getattr(getattr(llm, "config", None), "max_tokens", None)  # the run's budget caps every role's
+    budget = min(spec.max_tokens, cap) if isinstance(cap, int) else spec.max_tokens
     try:
         res = await llm.chat_json(p.messages(**values), validator=validator, json_schema=spec.schema,
-                                  schema_hint=spec.hint, max_tokens=spec.max_tokens)
+                                  schema_hint=spec.hint, max_tokens=budget)
     except LLMResponseError as e:
         log(p.tag, error=str(e)[:500], reply=(e.raw_text or "")[:2000], finish_reason=e.finish_reason)
         return None
