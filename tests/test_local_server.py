@@ -83,8 +83,9 @@ def test_server_answers_with_its_key_only_and_stops(tmp_path):
     assert not pid_alive(pids[0])
 
 
-def test_server_dies_with_a_killed_parent(tmp_path):
-    """SIGKILL on the run (no cleanup code runs) still leaves no server behind."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_server_stops_on_ctrl_c_and_dies_with_a_killed_parent(tmp_path, sig):
+    """Ctrl-C (SIGINT) runs the cleanup; SIGKILL on the run (no cleanup code runs) still leaves no server."""
     script = textwrap.dedent("""
         import sys, time
         from neuronscope.llm.local import local_server
@@ -92,10 +93,11 @@ def test_server_dies_with_a_killed_parent(tmp_path):
             print(s.pid, flush=True)
             time.sleep(600)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
     try:
         child = int(parent.stdout.readline())
-        os.kill(parent.pid, signal.SIGKILL)
+        os.kill(parent.pid, sig)
         parent.wait(timeout=30)
         from neuronscope.llm.local import pid_alive
 
