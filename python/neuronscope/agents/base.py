@@ -27,9 +27,13 @@ class AgentConfig:
     """A safety cap on modes; the mode cost and the earning rule decide well before it."""
     min_mode_share: float = 0.02
     """Clusters holding less than this share of the activating mass are merged into their nearest neighbour."""
-    merge_similarity: float = 0.1
+    merge_similarity: float = 0.5
     """Two modes may be merged for parsimony only if the centred centroids of their activating tokens
     have at least this cosine (different concepts are near-orthogonal once the common direction is gone)."""
+    merge_similarity_low: float = 0.1
+    """Below this cosine two modes never merge; between it and ``merge_similarity`` they merge only when their
+    typical strengths are within ``merge_strength_tol`` of each other."""
+    merge_strength_tol: float = 0.2
     cluster_distance: float | None = 0.6
     """Average-linkage cut (cosine distance) for grouping components; None = best-silhouette automatic cut."""
     rounds: int = 4

@@ -220,9 +220,12 @@ class OfflineNeuronScope:
         callers that give no features (every stage gives contextual and word features).
         """
         sim = self.similarity(a, b, active)
+        alike = abs(a.strength - b.strength) <= self.cfg.merge_strength_tol * max(a.strength, b.strength, 1e-9)
         if sim is None:
-            return abs(a.strength - b.strength) <= 0.2 * max(a.strength, b.strength, 1e-9)
-        return sim >= self.cfg.merge_similarity
+            return alike
+        # Confidently alike in meaning → one mode (graded strength allowed); confidently unlike → two; in
+        # between, the neuron's own response decides: two groups it fires on at the same level are one mode.
+        return sim >= self.cfg.merge_similarity or (sim >= self.cfg.merge_similarity_low and alike)
 
     def _probe(self, modes: list[Mode], rnd: int) -> int:
         if self.probe is None or rnd > self.cfg.probe_rounds or not modes:

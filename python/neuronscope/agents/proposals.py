@@ -115,7 +115,8 @@ def drop_or_merge(agent: OfflineNeuronScope, modes: list[Mode], active: torch.Te
             if not agent.similar(modes[lo], modes[hi], active):
                 continue  # different meanings stay apart even when their strengths are alike
             merged = build_mode(ws, atoms(modes[lo]) + atoms(modes[hi]))
-            props.append((f"merge modes {lo} and {hi}",
+            sim = agent.similarity(modes[lo], modes[hi], active)
+            props.append((f"merge modes {lo} and {hi}" + (f" (similarity {sim:.2f})" if sim is not None else ""),
                           [m for k, m in enumerate(modes) if k not in (lo, hi)] + [merged]))
     return props
 
@@ -140,19 +141,15 @@ def cover_missed(agent: OfflineNeuronScope, modes: list[Mode], active: torch.Ten
                 alone = build_mode(ws, [c])
                 sims = [agent.similarity(alone, m, active) for m in modes]
                 if modes and sims[0] is not None:
-                    # fold it into the mode it means most alike; a new mode only when it is like none
-                    mi = int(np.argmax(sims))
-                    like = sims[mi] >= agent.cfg.merge_similarity
-                else:  # no features: the mode nearest in strength, or a new one
-                    mean = float(sc.mean_act[j])
-                    mi = int(np.argmin([abs(m.strength - mean) for m in modes])) if modes else -1
-                    like = False
-                # Graded strength: a weaker (or stronger) level of a mode's meaning joins that mode; a new mode
-                # only for a condition that means something else (the loop charges every extra mode).
-                if mi >= 0:
+                    mi = int(np.argmax(sims))  # the mode it means most alike
+                else:  # no features: the mode nearest in strength
+                    mi = int(np.argmin([abs(m.strength - alone.strength) for m in modes])) if modes else -1
+                # With graded strength joining a mode costs nothing, so only a condition that means the same
+                # (the merge gate) may join one; anything else is a candidate new mode (and pays the mode cost).
+                if mi >= 0 and agent.similar(alone, modes[mi], active):
                     props.append((f"add {c.describe()} to mode {mi}",
                                   [*modes[:mi], build_mode(ws, [*atoms(modes[mi]), c]), *modes[mi + 1:]]))
-                if not like:
+                else:
                     props.append((f"new mode for missed tokens: {c.describe()}", [*modes, alone]))
     return props
 

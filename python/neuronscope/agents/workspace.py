@@ -203,10 +203,14 @@ def atoms(mode: Mode) -> list[Condition]:
 
 
 def with_strength(ws: Workspace, mode: Mode) -> Mode:
-    """Sets the mode's strengths from the train batch: each condition's mean activation where it fires (graded),
-    the mode's typical strength the mean where any fires; renders its text."""
+    """Sets the mode's strengths from the train batch: each condition's mean activation where it fires (graded)
+    and the mode's typical strength (below); renders its text."""
     f = ws.fires(mode)
-    mode.strength = float(ws.batch.acts[f].mean()) if bool(f.any()) else 0.0
+    # Typical strength: the mean activation where the mode fires on activating tokens (a graded mode's weak
+    # atoms also fire on weak tokens; they have their own condition strengths), else where it fires at all.
+    hot = f & (ws.batch.acts >= ws.threshold) if ws.threshold > 0 else f
+    pick = hot if bool(hot.any()) else f
+    mode.strength = float(ws.batch.acts[pick].mean()) if bool(pick.any()) else 0.0
     if mode.conditions:
         masks = ws.masks(mode.conditions).to(torch.float32)
         n = masks.sum(1)
