@@ -78,7 +78,7 @@ def test_deprecated_methods_in_eval(capsys):
     assert "--methods is deprecated, use --method" in err
     args, err = _parse(capsys, "eval", "--method", "single-pass")
     assert (args.method, err) == ("single-pass", "")
-    assert _parse(capsys, "eval")[0].method == "single-pass,neuronscope"
+    assert _parse(capsys, "eval")[0].method == "top-tokens,single-pass,neuronscope"
 
 
 @pytest.mark.parametrize("command", ["mine", "run"])
