@@ -357,7 +357,7 @@ def _add_explain_score_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="explain neurons (NeuronScope agent loop or the single-pass baseline)")
     _add_source(p)
     p.add_argument("--neurons", default="sample:20", help="L:I, L:I-J, layer:L, all or sample:N (default sample:20)")
-    add_method(p, "neuronscope", "neuronscope, single-pass, or both comma-separated")
+    add_method(p, "neuronscope", "neuronscope, single-pass (token table), top-tokens, comma-separated")
     add_explain_backend(p, legacy_backend=True)
     add_llm_options(p, legacy_model=True)
     p.add_argument("--rounds", type=int, default=4, help="refinement round budget")
@@ -383,7 +383,7 @@ def _add_explain_score_export(sub: argparse._SubParsersAction) -> None:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="planted-neuron and real-neuron evaluation of the explainers, side by side")
     p.add_argument("--suite", default="all", choices=["planted", "real", "all"])
-    add_method(p, "single-pass,neuronscope", "explainer methods, comma-separated", legacy_plural=True)
+    add_method(p, "top-tokens,single-pass,neuronscope", "explainer methods, comma-separated", legacy_plural=True)
     add_explain_backend(p, legacy_backend=True)
     add_llm_options(p, legacy_model=True)
     p.add_argument("--store", default="runs/minilm", help="base store (mined on the embedded default if missing)")
