@@ -35,6 +35,15 @@ def key_piece(vocab, i: int) -> str:
     return vocab.pieces[int(i)].strip()
 
 
+def _pick(values: torch.Tensor) -> torch.Tensor:
+    """(n, T) → (T,): the largest-magnitude value per token (``combine_modes``), a plain max when all ≥ 0."""
+    from ..scoring.simulate import combine_modes
+
+    if values.shape[0] == 1:
+        return values[0]
+    return values.amax(0) if bool((values >= 0).all()) else combine_modes(values)
+
+
 class Workspace:
     """Train evidence as a batch, with the evaluator and the exec simulator."""
 
@@ -75,22 +84,15 @@ class Workspace:
     def predict(self, modes: list[Mode]) -> torch.Tensor:
         """(T,) float32: the exec simulator's prediction of these modes on the train batch (same rule as
         ``ExecSimulator``: graded per condition, the largest magnitude where several modes fire)."""
-        from ..scoring.simulate import combine_modes
-
-        def pick(values: torch.Tensor) -> torch.Tensor:  # largest magnitude per token; plain max when ≥ 0
-            if values.shape[0] == 1:
-                return values[0]
-            return values.amax(0) if bool((values >= 0).all()) else combine_modes(values)
-
         rows = []
         for m in modes:
             if not m.conditions:
                 continue
             masks = self.masks(m.conditions).to(torch.float32)
-            rows.append(pick(masks * torch.tensor(m.strengths, dtype=torch.float32)[:, None]))
+            rows.append(_pick(masks * torch.tensor(m.strengths, dtype=torch.float32)[:, None]))
         if not rows:
             return torch.zeros(self.batch.n_tokens, dtype=torch.float32)
-        return pick(torch.stack(rows))
+        return _pick(torch.stack(rows))
 
     def predict_cv(self, modes: list[Mode]) -> torch.Tensor:
         """(T,) float32: the graded prediction with every condition's strength fitted on the *other* fold
@@ -98,13 +100,6 @@ class Workspace:
         y = self.batch.acts
         f1 = self.fold.to(torch.float32)
         f0 = 1.0 - f1
-
-        def pick(values: torch.Tensor) -> torch.Tensor:
-            if values.shape[0] == 1:
-                return values[0]
-            from ..scoring.simulate import combine_modes
-
-            return values.amax(0) if bool((values >= 0).all()) else combine_modes(values)
 
         rows = []
         for m in modes:
@@ -115,10 +110,10 @@ class Workspace:
             s0 = torch.where(n0 > 0, (masks @ (y * f0)) / n0.clamp(min=1), torch.zeros_like(n0))
             s1 = torch.where(n1 > 0, (masks @ (y * f1)) / n1.clamp(min=1), torch.zeros_like(n1))
             level = torch.where(self.fold[None], s0[:, None], s1[:, None])  # fold-1 tokens get fold-0 strengths
-            rows.append(pick(masks * level))
+            rows.append(_pick(masks * level))
         if not rows:
             return torch.zeros(self.batch.n_tokens, dtype=torch.float32)
-        return pick(torch.stack(rows))
+        return _pick(torch.stack(rows))
 
     def score(self, modes: list[Mode]) -> float:
         """The train score every decision uses: Pearson r of the 2-fold cross-validated prediction."""
