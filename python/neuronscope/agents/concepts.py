@@ -177,8 +177,10 @@ def closed_concept(tokens: Counter) -> Concept | None:
         return None
     best, best_share = None, 0.0
     for c in CLOSED:
-        share = sum(w for t, w in tokens.items() if c.contains(t) or c.contains(t.lower())) / total
-        if share >= MIN_SHARE and share > best_share + 1e-9:
+        members = [t for t in tokens if c.contains(t) or c.contains(t.lower())]
+        share = sum(tokens[t] for t in members) / total
+        # a class needs at least two of its members among the tokens (one word is its own best label)
+        if len(members) >= 2 and share >= MIN_SHARE and share > best_share + 1e-9:
             best, best_share = c, share
     return best
 
