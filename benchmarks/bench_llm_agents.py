@@ -119,7 +119,30 @@ def _suite(name: str, source, neurons, out: Path, server, args, planted=None) ->
     return {"summary": summary, "neurons": items}
 
 
+def table(doc: dict) -> str:
+    """The README's markdown table of a results JSON."""
+    lines = ["| neurons | method | Score exec | Score LLM-sim | modes | requests | tokens | s / neuron |",
+             "|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for name in ("minilm", "smollm2", "planted"):
+        if name not in doc:
+            continue
+        sm = doc[name]["summary"]
+        for m in ("neuronscope", "single-pass"):
+            r = sm[m]
+            lines.append(f"| {name} ({sm['n_neurons']}) | {m} | {r['exec_score']:.3f} | {r['llm_score']:.3f} | "
+                         f"{r['modes']:.2f} | {r['requests']:.1f} | {r['tokens']:.0f} | {r['seconds']:.0f} |")
+        d, e = sm["exec_score_diff"], sm["llm_score_diff"]
+        notes.append(f"{name}: NeuronScope − single-pass, exec {d['mean']:+.3f} ({d['better']} better, {d['worse']} "
+                     f"worse, Wilcoxon p = {d['wilcoxon_p']:.2g}); LLM-sim {e['mean']:+.3f} ({e['better']} better, "
+                     f"{e['worse']} worse, p = {e['wilcoxon_p']:.2g})")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] == ["--table"]:
+        print(table(json.loads(Path(sys.argv[2]).read_text())))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llm-model", default="qwen2.5-coder-1.5b")
     ap.add_argument("--n-minilm", type=int, default=10)
