@@ -13,9 +13,10 @@ The manifest is written last: a directory without one is not a store.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from safetensors import SafetensorError
@@ -29,8 +30,13 @@ from .mining.spec import MiningConfig
 from .mining.stats import LayerStats
 from .records import QUANTILES, Exemplar, NeuronRecord, display_tokens
 
-if TYPE_CHECKING:
-    from .activations import ActivationSource
+
+class ActivationSource(Protocol):
+    """What the store needs from ``neuronscope.activations`` to show recomputed activations (declared here so
+    that the store never imports the recomputation side)."""
+
+    def at(self, layer: int, neurons: Sequence[int] | np.ndarray,
+           positions: Sequence[int] | np.ndarray) -> np.ndarray: ...
 
 FORMAT = 1
 

@@ -8,7 +8,7 @@ restriction of imprecise conditions, dropping or merging modes, and new conditio
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -16,15 +16,24 @@ import torch
 from ..explanations.conditions import shifted
 from ..explanations.model import AllOf, Condition, Mode, PrevTokenIn, TokenIn, TokenRegex
 from ..scoring.batch import score_conditions
-from .workspace import SHAPE_REGEXES, atoms, build_mode, candidates, key_piece
+from .base import AgentConfig
+from .workspace import SHAPE_REGEXES, Workspace, atoms, build_mode, candidates, key_piece
 
-if TYPE_CHECKING:
-    from .offline import OfflineNeuronScope
+
+class Agent(Protocol):
+    """What a proposal needs of the loop (``offline.OfflineNeuronScope``; declared here, no import back)."""
+
+    ws: Workspace
+    cfg: AgentConfig
+
+    def similarity(self, a: Mode, b: Mode, active: torch.Tensor) -> float | None: ...
+
+    def similar(self, a: Mode, b: Mode, active: torch.Tensor) -> bool: ...
 
 Proposal = tuple[str, list[Mode]]
 
 
-def prune(agent: OfflineNeuronScope, modes: list[Mode]) -> list[Proposal]:
+def prune(agent: Agent, modes: list[Mode]) -> list[Proposal]:
     """False-positive atoms pruned: atoms whose own mean activation is far below the mode's strength.
 
     Strength differences never split a mode (one meaning with graded strength is one mode: each atom keeps
@@ -45,7 +54,7 @@ def prune(agent: OfflineNeuronScope, modes: list[Mode]) -> list[Proposal]:
     return props
 
 
-def generalise(agent: OfflineNeuronScope, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
+def generalise(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
     """A mode's token set generalised to the shape most of its tokens share (alone or in context)."""
     ws = agent.ws
     props: list[Proposal] = []
@@ -74,7 +83,7 @@ def generalise(agent: OfflineNeuronScope, modes: list[Mode], active: torch.Tenso
     return props
 
 
-def restrict_context(agent: OfflineNeuronScope, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
+def restrict_context(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
     """Imprecise token conditions restricted to the contexts their activating tokens had."""
     ws = agent.ws
     props: list[Proposal] = []
@@ -101,7 +110,7 @@ def restrict_context(agent: OfflineNeuronScope, modes: list[Mode], active: torch
     return props
 
 
-def drop_or_merge(agent: OfflineNeuronScope, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
+def drop_or_merge(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
     """Weak modes dropped; near-duplicate modes (similar meaning) merged."""
     ws = agent.ws
     props: list[Proposal] = []
@@ -121,7 +130,7 @@ def drop_or_merge(agent: OfflineNeuronScope, modes: list[Mode], active: torch.Te
     return props
 
 
-def cover_missed(agent: OfflineNeuronScope, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
+def cover_missed(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
     """False negatives: the best unused atomic conditions for activating tokens no mode covers."""
     ws = agent.ws
     props: list[Proposal] = []
@@ -154,7 +163,7 @@ def cover_missed(agent: OfflineNeuronScope, modes: list[Mode], active: torch.Ten
     return props
 
 
-def proposals(agent: OfflineNeuronScope, modes: list[Mode], kept: list[Condition],
+def proposals(agent: Agent, modes: list[Mode], kept: list[Condition],
               active: torch.Tensor) -> list[Proposal]:
     """Every proposal of one refinement step, in a fixed order (ties go to the earlier one)."""
     return (prune(agent, modes) + generalise(agent, modes, active) + restrict_context(agent, modes, active)
