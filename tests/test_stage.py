@@ -11,7 +11,7 @@ from llm_server import ScriptedServer
 from neuronscope.agents import explain
 from neuronscope.agents.llm_agents import LLMNeuronScope
 from neuronscope.agents.offline import OfflineNeuronScope
-from neuronscope.errors import LLMError, StoreError
+from neuronscope.errors import ConfigError, LLMError, StoreError
 from neuronscope.scoring.run import StoreSource
 from neuronscope.stage import Stage, guarded, run_stage
 from test_agents_llm import fake_llm
@@ -133,3 +133,36 @@ class _null:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_output_that_is_a_directory_is_refused_before_any_work(tmp_path):
+    calls: list = []
+    with pytest.raises(ConfigError, match="is a directory"):
+        run_stage(_toy_stage(calls, set()), tmp_path, [(0, 1)], progress=False)
+    assert calls == []
+
+
+def test_a_failed_write_keeps_the_rows_for_the_next_run(tmp_path, monkeypatch):
+    import neuronscope.stage as stage_mod
+
+    out = tmp_path / "toy.jsonl"
+    real = stage_mod.write_jsonl
+
+    def disk_full(path, rows):
+        if path == out:
+            raise OSError(28, "No space left on device")
+        real(path, rows)
+
+    calls: list = []
+    monkeypatch.setattr(stage_mod, "write_jsonl", disk_full)
+    with pytest.raises(StoreError, match=r"rows computed so far are in .*toy\.jsonl\.recovery"):
+        run_stage(_toy_stage(calls, set()), out, [(0, 0), (0, 1), (0, 2)], progress=False)
+    monkeypatch.undo()
+    rec = tmp_path / "toy.jsonl.recovery"
+    assert [json.loads(x)["index"] for x in rec.read_text().splitlines()] == [0, 1]  # the first chunk
+    calls.clear()
+    rows = run_stage(_toy_stage(calls, set()), out, [(0, 0), (0, 1), (0, 2)], progress=False)
+    assert calls == [(0, 2)]  # the recovered rows are not recomputed
+    assert sorted(r["index"] for r in rows) == [0, 1, 2]
+    assert not rec.exists()
+    assert [json.loads(x)["index"] for x in out.read_text().splitlines()] == [0, 1, 2]

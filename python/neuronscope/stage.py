@@ -6,7 +6,9 @@ driver reads what is there, drops failure rows (rows with an ``error`` field: th
 through what is missing layer by layer in chunks of neurons, and rewrites the file atomically after every
 chunk — and on the way out, whatever stopped the run (Ctrl-C, an error), so a rerun loses nothing that
 finished. A neuron whose work raises a :class:`~neuronscope.errors.NeuronscopeError` becomes a failure
-row naming the error; the others go on.
+row naming the error; the others go on. The output's directory is checked for writing before any work;
+if a write fails later (a full disk, say), the computed rows go to ``<out>.recovery`` beside it and the
+next run takes them back, so computed work is never thrown away.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import NeuronscopeError
+from .errors import ConfigError, NeuronscopeError, StoreError
 from .io import read_jsonl, write_jsonl
 
 Key = tuple[Hashable, ...]
@@ -59,12 +61,44 @@ async def guarded(fields: dict, job: Awaitable[dict], on_error: Callable[[], dic
         return failure_row(fields, e, **(on_error() if on_error is not None else {}))
 
 
+def recovery_path(out: Path) -> Path:
+    """Where computed rows go when ``out`` cannot be written (taken back by the next run)."""
+    return out.with_name(out.name + ".recovery")
+
+
+def check_writable(out: Path) -> None:
+    """Fails before any work when ``out`` cannot be written (a directory, or an unwritable folder)."""
+    if out.is_dir():
+        raise ConfigError(f"{out} is a directory; --out must name a file")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.parent / f".{out.name}.writable"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write {out}: {e.strerror or e}; choose another --out") from None
+
+
+def _write(out: Path, rows: list[dict], what: str) -> None:
+    """Writes the rows; on failure keeps them in the recovery file and says so in one line."""
+    try:
+        write_jsonl(out, rows)
+    except OSError as e:
+        rec = recovery_path(out)
+        try:
+            write_jsonl(rec, rows)
+        except OSError:
+            raise StoreError(f"cannot write {what} {out} ({e.strerror or e}) nor its recovery file; "
+                             f"{len(rows)} computed rows are lost") from None
+        raise StoreError(f"cannot write {out} ({e.strerror or e}); the {len(rows)} rows computed so far are in "
+                         f"{rec}, which the next run takes back") from None
+    recovery_path(out).unlink(missing_ok=True)
+
+
 def _read_key(stage: Stage, row: dict, out: Path) -> Key:
     try:
         return stage.row_key(row)
     except (KeyError, TypeError) as e:
-        from .errors import StoreError
-
         raise StoreError(f"{out}: a line of {stage.what} lacks its key field {e} ({str(row)[:80]})") from None
 
 
@@ -72,7 +106,11 @@ async def arun_stage(stage: Stage, out: str | Path, neurons: Sequence[tuple[int,
                      progress: bool = True) -> list[dict]:
     """Runs (or resumes) ``stage`` for ``neurons`` into ``out``; returns every row of the output."""
     out = Path(out)
+    check_writable(out)
     rows = read_jsonl(out, stage.what)
+    rec = recovery_path(out)
+    if rec.exists():  # rows a failed write left behind: every row of the output as it was then, and more
+        rows = read_jsonl(rec, stage.what)
     keyed = [(_read_key(stage, r, out), r) for r in rows]
     if stage.retry_failed:
         keyed = [(k, r) for k, r in keyed if "error" not in r]
@@ -98,7 +136,7 @@ async def arun_stage(stage: Stage, out: str | Path, neurons: Sequence[tuple[int,
                 part = indices[a : a + stage.chunk]
                 want = set().union(*(todo[(layer, i)] for i in part))
                 await stage.compute(layer, part, want, rows.append)
-                write_jsonl(out, rows)
+                _write(out, rows, stage.what)
                 if bar is not None:
                     if stage.postfix is not None:
                         bar.set_postfix(**stage.postfix(), refresh=False)
@@ -107,7 +145,7 @@ async def arun_stage(stage: Stage, out: str | Path, neurons: Sequence[tuple[int,
         if bar is not None:
             bar.close()
         if todo:
-            write_jsonl(out, rows)  # also on Ctrl-C or an error: every finished row stays
+            _write(out, rows, stage.what)  # also on Ctrl-C or an error: every finished row stays
     stage.failures = [r for r in rows if "error" in r]
     return rows
 
