@@ -166,3 +166,25 @@ def test_a_failed_write_keeps_the_rows_for_the_next_run(tmp_path, monkeypatch):
     assert sorted(r["index"] for r in rows) == [0, 1, 2]
     assert not rec.exists()
     assert [json.loads(x)["index"] for x in out.read_text().splitlines()] == [0, 1, 2]
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "toy.jsonl"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from neuronscope.stage import output_lock\n"
+        f"with output_lock(Path({str(out)!r})):\n    print('held', flush=True); time.sleep(30)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=rf"another process \(PID {holder.pid}\)"):
+            run_stage(_toy_stage([], set()), out, [(0, 1)], progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    rows = run_stage(_toy_stage([], set()), out, [(0, 1)], progress=False)  # a dead holder's lock is free
+    assert [r["index"] for r in rows] == [1]

@@ -8,12 +8,16 @@ chunk — and on the way out, whatever stopped the run (Ctrl-C, an error), so a 
 finished. A neuron whose work raises a :class:`~neuronscope.errors.NeuronscopeError` becomes a failure
 row naming the error; the others go on. The output's directory is checked for writing before any work;
 if a write fails later (a full disk, say), the computed rows go to ``<out>.recovery`` beside it and the
-next run takes them back, so computed work is never thrown away.
+next run takes them back, so computed work is never thrown away. One writer per output: the driver holds
+an advisory lock (``<out>.lock``, with its PID) for the whole run; a second run on the same output is
+refused with the holder's PID, and a lock left by a dead process is free again (the OS drops it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +99,27 @@ def _write(out: Path, rows: list[dict], what: str) -> None:
     recovery_path(out).unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def output_lock(out: Path):
+    """Holds an exclusive advisory lock on ``<out>.lock`` (holder's PID inside) for the block."""
+    import fcntl
+
+    lock = out.with_name(out.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ConfigError(f"{out} is being written by another process (PID {holder}); wait for it or choose "
+                              "another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _read_key(stage: Stage, row: dict, out: Path) -> Key:
     try:
         return stage.row_key(row)
@@ -107,6 +132,11 @@ async def arun_stage(stage: Stage, out: str | Path, neurons: Sequence[tuple[int,
     """Runs (or resumes) ``stage`` for ``neurons`` into ``out``; returns every row of the output."""
     out = Path(out)
     check_writable(out)
+    with output_lock(out):
+        return await _run_locked(stage, out, neurons, progress)
+
+
+async def _run_locked(stage: Stage, out: Path, neurons: Sequence[tuple[int, int]], progress: bool) -> list[dict]:
     rows = read_jsonl(out, stage.what)
     rec = recovery_path(out)
     if rec.exists():  # rows a failed write left behind: every row of the output as it was then, and more
