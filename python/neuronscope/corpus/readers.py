@@ -1,8 +1,12 @@
 """Streaming document readers: .txt, .jsonl, .parquet, saved Hugging Face datasets, and ``pydoc``.
 
 Every reader yields documents (``str``) and counts what it skips (invalid UTF-8, invalid JSON, a missing
-or non-string field, empty documents) in a shared :class:`SkipCounts`, reported at the end of a run.
-A file that cannot be opened or parsed as a whole raises CorpusError naming the file.
+or non-string field, text holding a lone surrogate, empty documents) in a shared :class:`SkipCounts`,
+reported at the end of a run. A file that cannot be opened or parsed as a whole raises CorpusError naming
+the file. A hostile JSONL line is one skipped line, never a traceback: nesting too deep for Python's
+parser counts as ``invalid_json``; a ``"\\ud800"`` escape (valid JSON, no valid text) as ``invalid_unicode``;
+numbers are never converted to ``int`` (only the text field is used), so a 5,000-digit number beside the
+text costs nothing, and one in place of the text is a ``missing_field``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import glob
 import gzip
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,11 +26,13 @@ from ..errors import CorpusError
 
 DocSplit = Literal["paragraph", "line", "file"]
 SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz", ".json", ".parquet")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass
 class SkipCounts:
-    """Skipped inputs by reason (``invalid_utf8``, ``invalid_json``, ``missing_field``, ``empty``)."""
+    """Skipped inputs by reason (``invalid_utf8``, ``invalid_json``, ``missing_field``, ``invalid_unicode``,
+    ``empty``)."""
 
     counts: Counter = field(default_factory=Counter)
 
@@ -112,6 +119,9 @@ def _text_of(record: object, text_field: str, skips: SkipCounts) -> str | None:
         skips.add("missing_field")
         return None
     text = record[text_field]
+    if not text.isascii() and _SURROGATE.search(text):  # "\ud800" in JSON: no UTF-8 form, tokenizers refuse it
+        skips.add("invalid_unicode")
+        return None
     if not text.strip():
         skips.add("empty")
         return None
@@ -130,8 +140,9 @@ def read_jsonl(path: Path, skips: SkipCounts, text_field: str = "text") -> Itera
                 if line is None:
                     continue
                 try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
+                    # parse_int=float: no int conversion, so no digit limit (ValueError) on huge numbers.
+                    record = json.loads(line, parse_int=float)
+                except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; deep nesting recurses
                     skips.add("invalid_json")
                     continue
                 text = _text_of(record, text_field, skips)

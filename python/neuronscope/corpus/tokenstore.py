@@ -83,18 +83,39 @@ class TokenStoreWriter:
         self._offsets = [0]
         self._hash = hashlib.sha256()
 
+        self._written = 0
+
     @property
     def n_tokens(self) -> int:
-        return self._offsets[-1]
+        """Tokens written so far, those of the open document included."""
+        return self._written
 
-    def add(self, ids: np.ndarray) -> None:
-        """Appends one document's token ids (``(L,)``, L >= 1)."""
+    @property
+    def open_doc_tokens(self) -> int:
+        """Tokens of the document being written (not yet ended)."""
+        return self._written - self._offsets[-1]
+
+    def extend(self, ids: np.ndarray) -> None:
+        """Appends token ids (``(L,)``, L >= 0) to the open document (a long one arrives in pieces)."""
         arr = np.ascontiguousarray(ids, dtype=np.uint32)
         self._file.write(arr.tobytes())
         self._hash.update(arr.tobytes())
-        self._offsets.append(self._offsets[-1] + len(arr))
+        self._written += len(arr)
+
+    def end_doc(self) -> None:
+        """Ends the open document (which must hold a token)."""
+        if not self.open_doc_tokens:
+            raise ValueError("a document needs at least one token")
+        self._offsets.append(self._written)
+
+    def add(self, ids: np.ndarray) -> None:
+        """Appends one whole document's token ids (``(L,)``, L >= 1)."""
+        self.extend(ids)
+        self.end_doc()
 
     def finish(self, meta: dict) -> TokenStore:
+        if self.open_doc_tokens:
+            self.end_doc()
         self._file.close()
         offsets = np.asarray(self._offsets, dtype=np.int64)
         self._hash.update(offsets.tobytes())
