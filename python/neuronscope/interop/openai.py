@@ -15,6 +15,9 @@ each stratum of ``random_sample_by_quantile`` is interleaved the same way (kind 
 sequence was sampled, so no focus); so is ``random_sample`` (kind ``random``). Records carry no left
 context (``Window.left`` is empty) and no global positions (``start`` = -1). Empty records are skipped.
 
+Refused with a StoreError (ExplanationError for explanation files) naming the file: leading zeros (``0/01.json``,
+``00/3.json``), a symlink out of the directory (links within it are followed), nesting too deep, ``10**400``.
+
 Writing. ``<out>/<layer>/<neuron>.jsonl`` holds one ``NeuronSimulationResults`` line, the shape OpenAI's
 ``load_neuron_explanations`` reads, with one ``ScoredExplanation`` per explanation of the neuron
 (exporting another explanation of the same neuron adds an entry; re-exporting the same text replaces
@@ -44,26 +47,42 @@ from ..scoring.simulate import Simulation
 from .undefined import defined, openai_value, read_correlation
 
 _NUMBER = re.compile(r"[0-9]+")
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
-def _numbered_files(root: Path, suffix: str) -> list[tuple[int, int, Path]]:
-    """``(layer, index, path)`` of every ``<root>/<layer>/<index><suffix>``, sorted numerically."""
+def _checked(root: Path, path: Path, name: str, err: type[NeuronscopeError]) -> int:
+    """The number ``name`` spells; refuses leading zeros and a link leading out of ``root``."""
+    if name != str(int(name)):
+        raise err(f"{path}: layer and neuron numbers must have no leading zeros (rename it to {int(name)})")
+    if path.is_symlink() and not (real := path.resolve()).is_relative_to(root.resolve()):
+        raise err(f"{path} links to {real}, outside {root}: refused (copy the file into the directory instead)")
+    return int(name)
+
+
+def _numbered_files(root: Path, suffix: str, err: type[NeuronscopeError]) -> list[tuple[int, int, Path]]:
+    """``(layer, index, path)`` of every ``<root>/<layer>/<index><suffix>``, sorted (refusals: module docstring)."""
     out = []
     for d in root.iterdir():
         if not (d.is_dir() and _NUMBER.fullmatch(d.name)):
             continue
+        layer = _checked(root, d, d.name, err)
         for f in d.iterdir():
             if f.name.endswith(suffix) and _NUMBER.fullmatch(f.name[: -len(suffix)]) and f.is_file():
-                out.append((int(d.name), int(f.name[: -len(suffix)]), f))
+                out.append((layer, _checked(root, f, f.name[: -len(suffix)], err), f))
     out.sort(key=lambda t: (t[0], t[1]))
     return out
 
 
-def _tagged(obj: Any, name: str, where: str, err: type[NeuronscopeError]) -> dict[str, Any]:
-    """``obj`` as a dict whose optional ``dataclass_name`` tag is ``name``.
+def _load_json(text: str | bytes, message: str, err: type[NeuronscopeError]) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, the int digit limit, nesting too deep
+        raise err(f"{message} ({e})") from None
 
-    ``where`` locates the object in every message: ``<file>`` or ``<file>: <field path>``.
-    """
+
+def _tagged(obj: Any, name: str, where: str, err: type[NeuronscopeError]) -> dict[str, Any]:
+    """``obj`` as a dict whose optional ``dataclass_name`` tag is ``name``; ``where`` (``<file>`` or
+    ``<file>: <field path>``) locates the object in every message."""
     if not isinstance(obj, dict):
         raise err(f"{where} must be a {name} object, got {type(obj).__name__}")
     tag = obj.get("dataclass_name")
@@ -76,18 +95,24 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _float(v: int | float, where: str, err: type[NeuronscopeError] = StoreError) -> float:
+    try:  # an int beyond float range (10**400) raises OverflowError in float() and math.isfinite()
+        return float(v)
+    except OverflowError:
+        raise err(f"{where} is a number too large for a float ({len(str(abs(v)))} digits)") from None
+
+
 def _optional_number(obj: dict[str, Any], key: str, file: str) -> float | None:
     """A top-level moment: None when absent, null or NaN (OpenAI writes NaN for "not computed")."""
-    v = obj.get(key)
-    if v is None:
+    if (v := obj.get(key)) is None:
         return None
     if not _is_number(v):
         raise StoreError(f"{file}: {key} must be a number or null, got {v!r}")
-    return float(v) if math.isfinite(v) else None
+    v = _float(v, f"{file}: {key}")
+    return v if math.isfinite(v) else None
 
 
-def _check_neuron_id(obj: dict[str, Any], layer: int, index: int, file: str,
-                     err: type[NeuronscopeError]) -> None:
+def _check_neuron_id(obj: dict[str, Any], layer: int, index: int, file: str, err: type[NeuronscopeError]) -> None:
     # A file whose neuron_id disagrees with its path was copied or renamed wrongly; trusting either
     # one silently would attach evidence (or scores) to the wrong neuron.
     nid = obj.get("neuron_id")
@@ -112,19 +137,19 @@ def _activation_record(obj: Any, where: str) -> tuple[list[str], np.ndarray]:
         raise StoreError(f"{where}.activations must be a list of numbers, got {type(acts).__name__}")
     for i, a in enumerate(acts):
         # np.asarray(dtype=float) would accept "1.5" and True; a NaN would turn every score into NaN.
-        if not _is_number(a) or not math.isfinite(a):
+        if not _is_number(a) or not math.isfinite(a := _float(a, f"{where}.activations[{i}]")):
             raise StoreError(f"{where}.activations[{i}] must be a finite number, got {a!r}")
+        if abs(a) > _F32_MAX:  # it would become inf in the float32 array
+            raise StoreError(f"{where}.activations[{i}] is {a:g}, beyond float32 range")
     if len(tokens) != len(acts):
         raise StoreError(f"{where} has {len(tokens)} tokens but {len(acts)} activations")
     return tokens, np.asarray(acts, dtype=np.float32)
 
 
 def _record_list(value: Any, where: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
+    if value is not None and not isinstance(value, list):
         raise StoreError(f"{where} must be a list of ActivationRecords, got {type(value).__name__}")
-    return value
+    return value or []
 
 
 class OpenAIRecords:
@@ -147,7 +172,7 @@ class OpenAIRecords:
     def neurons(self) -> list[tuple[int, int]]:
         """Every ``(layer, neuron)`` with a record file, sorted."""
         if self._neurons is None:
-            self._neurons = [(layer, index) for layer, index, _ in _numbered_files(self.root, ".json")]
+            self._neurons = [(layer, index) for layer, index, _ in _numbered_files(self.root, ".json", StoreError)]
             if not self._neurons:
                 raise StoreError(f"{self.root} holds no <layer>/<neuron>.json NeuronRecord files")
         return list(self._neurons)
@@ -164,10 +189,9 @@ class OpenAIRecords:
         f = self.file(layer, index)
         if not f.is_file():
             raise StoreError(f"no NeuronRecord for neuron {layer}/{index} in {self.root} (expected {f})")
-        try:
-            obj = json.loads(f.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise StoreError(f"{f}: not a valid JSON NeuronRecord ({e})") from None
+        for p in (f.parent, f):
+            _checked(self.root, p, p.stem, StoreError)
+        obj = _load_json(f.read_bytes(), f"{f}: not a valid JSON NeuronRecord", StoreError)  # bad UTF-8 too
         obj = _tagged(obj, "NeuronRecord", str(f), StoreError)
         _check_neuron_id(obj, layer, index, str(f), StoreError)
         return obj
@@ -214,8 +238,7 @@ class OpenAIRecords:
         """mean, std, skewness, kurtosis (finite ones), max over the top records, ``boundary<i>``."""
         stats: dict[str, float] = {}
         for key in ("mean", "skewness", "kurtosis"):
-            v = _optional_number(raw, key, file)
-            if v is not None:
+            if (v := _optional_number(raw, key, file)) is not None:
                 stats[key] = v
         var = _optional_number(raw, "variance", file)
         if var is not None:
@@ -231,9 +254,8 @@ class OpenAIRecords:
             for i, b in enumerate(bounds):
                 if not _is_number(b):
                     raise StoreError(f"{file}: quantile_boundaries[{i}] must be a number, got {b!r}")
-                if math.isfinite(b):
-                    # The boundaries' quantile levels are not recorded in the file, so they are kept by
-                    # position rather than under the ``q<level>`` keys a NeuronStore provides.
+                if math.isfinite(_float(b, f"{file}: quantile_boundaries[{i}]")):
+                    # Their quantile levels are not in the file: kept by position, not as a store's ``q<level>``.
                     stats[f"boundary{i}"] = float(b)
         return stats
 
@@ -340,10 +362,7 @@ def _results_objects(path: Path, layer: int, index: int) -> list[tuple[str, dict
         if not line.strip():
             continue
         where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ExplanationError(f"{where}: not valid JSON ({e})") from None
+        obj = _load_json(line, f"{where}: not valid JSON", ExplanationError)
         obj = _tagged(obj, "NeuronSimulationResults", where, ExplanationError)
         _check_neuron_id(obj, layer, index, where, ExplanationError)
         items = obj.get("scored_explanations")
@@ -374,7 +393,7 @@ def read_openai_explanations(path: str | Path) -> list[Explanation]:
     if not root.is_dir():
         raise ExplanationError(f"OpenAI explanations directory {root} does not exist")
     out = []
-    for layer, index, f in _numbered_files(root, ".jsonl"):
+    for layer, index, f in _numbered_files(root, ".jsonl", ExplanationError):
         for where, obj in _results_objects(f, layer, index):
             for i, item in enumerate(obj["scored_explanations"]):
                 at = f"{where}: scored_explanations[{i}]"
@@ -388,10 +407,10 @@ def read_openai_explanations(path: str | Path) -> list[Explanation]:
                 sim = item.get("scored_simulation")
                 if sim is not None:
                     sim = _tagged(sim, "ScoredSimulation", f"{at}.scored_simulation", ExplanationError)
-                    ev = sim.get("ev_correlation_score")
+                    ev, field = sim.get("ev_correlation_score"), f"{at}.scored_simulation.ev_correlation_score"
                     if ev is not None and not _is_number(ev):
-                        raise ExplanationError(f"{at}.scored_simulation.ev_correlation_score must be a number")
-                    r = read_correlation(ev)
+                        raise ExplanationError(f"{field} must be a number")
+                    r = read_correlation(ev if ev is None else _float(ev, field, ExplanationError))
                     if r is not None and math.isfinite(r):
                         scores["score"] = r
                     else:  # null / NaN: OpenAI's "undefined" (constant prediction or truth), not 0
