@@ -3,9 +3,9 @@
     python -m pytest benchmarks/bench_cluster.py --benchmark-enable
 
 Sizes (environment): NEURONSCOPE_BENCH_PROBLEMS (10000) x NEURONSCOPE_BENCH_POINTS (256) x
-NEURONSCOPE_BENCH_DIM (384); NEURONSCOPE_BENCH_SCIPY_PROBLEMS (all) problems timed with scipy
-(fewer are extrapolated to all, and say so); NEURONSCOPE_BENCH_KMEANS_POINTS (200000) for the
-single large k-means problem. Ratios are printed at the end and written to
+NEURONSCOPE_BENCH_DIM (384), every problem also run by scipy (the linkage comparison is
+``neuronscope.bench.cores.bench_cluster``, as in ``neuronscope bench``); NEURONSCOPE_BENCH_KMEANS_POINTS
+(200000) for the single large k-means problem. Ratios are printed at the end and written to
 benchmarks/results/cluster.json; nothing here asserts a time.
 """
 
@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.cluster.hierarchy import fcluster, linkage
 
 from neuronscope import cluster, native
 
@@ -28,7 +26,6 @@ _core = native.core()  # the extension itself: its SIMD level goes into the resu
 B = int(os.environ.get("NEURONSCOPE_BENCH_PROBLEMS", 10_000))
 N = int(os.environ.get("NEURONSCOPE_BENCH_POINTS", 256))
 D = int(os.environ.get("NEURONSCOPE_BENCH_DIM", 384))
-S = min(B, int(os.environ.get("NEURONSCOPE_BENCH_SCIPY_PROBLEMS", B)))
 KMEANS_POINTS = int(os.environ.get("NEURONSCOPE_BENCH_KMEANS_POINTS", 200_000))
 THRESHOLD = 0.9  # cosine distance cut, the same for both sides
 THREADS = os.cpu_count() or 1
@@ -74,33 +71,20 @@ def timed(benchmark, fn, rounds: int) -> tuple[float, object]:
     return best, out
 
 
-def test_hierarchical_core(benchmark, batch):
-    features, offsets = batch
-    seconds, result = timed(benchmark, lambda: cluster.hierarchical(features, offsets, threshold=THRESHOLD,
-                                                                    n_threads=THREADS), rounds=3)
-    RESULTS.update(core_seconds=seconds, problems=B, points=N, dim=D, threads=THREADS, simd=_core.simd_level())
-    RESULTS["_labels"] = result.labels  # compared with scipy below
+def test_hierarchical_vs_scipy_loop(benchmark):
+    """Same function as `neuronscope bench`'s clustering section: every problem run by scipy too."""
+    from neuronscope.bench.cores import bench_cluster
+
+    out = {}
+    benchmark.pedantic(lambda: out.update(bench_cluster(problems=B, points=N, dim=D, threshold=THRESHOLD,
+                                                        threads=THREADS, progress=False)), rounds=1, iterations=1)
+    RESULTS.update({f"linkage_{k}": v for k, v in out.items()})
 
 
 def test_hierarchical_auto_core(benchmark, batch):
     features, offsets = batch
     seconds, result = timed(benchmark, lambda: cluster.hierarchical(features, offsets, n_threads=THREADS), rounds=1)
     RESULTS.update(auto_seconds=seconds, auto_mean_clusters=float(result.n_clusters.mean()))
-
-
-def test_hierarchical_scipy_loop(benchmark, batch):
-    features, offsets = batch
-
-    def loop():
-        return [fcluster(linkage(features[offsets[b] : offsets[b + 1]], "average", metric="cosine"), THRESHOLD,
-                         "distance") for b in range(S)]
-
-    seconds, labels = timed(benchmark, loop, rounds=1)
-    RESULTS.update(scipy_seconds_per_problem=seconds / S, scipy_problems_timed=S)
-    ours = RESULTS.get("_labels")
-    if ours is not None:  # partitions, up to relabelling
-        same = sum(_same_partition(ours[offsets[b] : offsets[b + 1]], labels[b]) for b in range(S))
-        RESULTS.update(identical_partitions=same)
 
 
 def test_kmeans_large_core(benchmark):
@@ -125,14 +109,12 @@ def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 
 def report(config) -> None:
     r = {k: v for k, v in RESULTS.items() if not k.startswith("_")}
-    if "core_seconds" in r and "scipy_seconds_per_problem" in r:
-        r["scipy_seconds_all_problems"] = r["scipy_seconds_per_problem"] * B
-        r["speedup_vs_scipy"] = r["scipy_seconds_all_problems"] / r["core_seconds"]
-        r["scipy_extrapolated"] = S < B
     if "kmeans_core_seconds" in r and "kmeans_faiss_seconds" in r:
         r["faiss_speedup_vs_core"] = r["kmeans_core_seconds"] / r["kmeans_faiss_seconds"]
         r["faiss_inertia_ratio"] = r["kmeans_faiss_inertia"] / r["kmeans_core_inertia"]
-    r.update(machine=platform.processor() or platform.machine(), cpus=os.cpu_count())
+    from neuronscope.bench.common import machine
+
+    r["machine"] = machine()
     out = Path(__file__).parent / "results" / "cluster.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(r, indent=2) + "\n")

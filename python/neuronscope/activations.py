@@ -28,7 +28,42 @@ if TYPE_CHECKING:
     from .models import Subject
     from .store import NeuronStore
 
-DEFAULT_CACHE_BYTES = 6 << 30
+CACHE_MEMORY_SHARE = 0.5
+"""Share of the memory available when a cache is built that it may take (``NEURONSCOPE_CACHE_BYTES`` overrides)."""
+
+
+def available_memory_bytes() -> int:
+    """Memory that can be allocated now without swapping: ``MemAvailable`` (Linux), else a quarter of RAM."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):
+        return 1 << 30
+
+
+def cache_budget(max_cache_bytes: int | None = None) -> int:
+    """Bytes a layer cache may take: ``max_cache_bytes`` if given, else ``NEURONSCOPE_CACHE_BYTES`` if set,
+    else :data:`CACHE_MEMORY_SHARE` of the memory available now (so a small machine caches less, a large one
+    more, and nothing is sized for a machine it is not running on)."""
+    import os
+
+    if max_cache_bytes is not None:
+        return int(max_cache_bytes)
+    env = os.environ.get("NEURONSCOPE_CACHE_BYTES")
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise StoreError(f"NEURONSCOPE_CACHE_BYTES must be a number of bytes, got {env!r}") from None
+    return int(CACHE_MEMORY_SHARE * available_memory_bytes())
 
 
 class ActivationSource(Protocol):
@@ -65,14 +100,15 @@ class SubjectActivations:
     """Activations recomputed with the store's subject model, with a bounded in-memory layer cache.
 
     ``subject``: an already loaded model (e.g. a randomly initialised test model); by default the store's
-    model is loaded on first use. ``max_cache_bytes`` bounds :meth:`prepare` (tokens × neurons × layers × 4).
+    model is loaded on first use. ``max_cache_bytes`` bounds :meth:`prepare` (tokens × neurons × layers × 4);
+    by default it is sized from the memory available when the cache is built (:func:`cache_budget`).
     """
 
     def __init__(self, store: NeuronStore, subject: Subject | None = None, *,
-                 max_cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 max_cache_bytes: int | None = None) -> None:
         self.store = store
         self._subject = subject
-        self.max_cache_bytes = int(max_cache_bytes)
+        self.max_cache_bytes = max_cache_bytes
         self._cache: tuple[np.ndarray, dict[int, np.ndarray]] | None = None  # (row of position, {layer: (rows, N)})
 
     def subject(self) -> Subject:
@@ -94,8 +130,9 @@ class SubjectActivations:
     def prepare(self, layers: Sequence[int] | int) -> bool:
         """Computes every neuron of ``layers`` at every mined token in one pass and keeps them in memory.
 
-        Returns False, caching nothing, when the cache would exceed ``max_cache_bytes``. A new call
-        replaces the previous cache; :meth:`drop_cache` frees it.
+        Returns False, caching nothing, when the cache would exceed its budget (:func:`cache_budget`, taken
+        after the previous cache is freed); callers then prepare one layer at a time. A new call replaces the
+        previous cache; :meth:`drop_cache` frees it.
         """
         from .models.hooks import layer_activations
 
@@ -110,7 +147,7 @@ class SubjectActivations:
         n_tok = int(lengths[seqs].sum()) if len(seqs) else 0
         subject, pk, filled = self.subject(), store.packing, 0
         width = subject.n_neurons
-        if n_tok * width * len(layers) * 4 > self.max_cache_bytes:
+        if n_tok * width * len(layers) * 4 > cache_budget(self.max_cache_bytes):
             return False
         row = np.full(store.tokens.n_tokens, -1, dtype=np.int64)
         mats = {layer: np.zeros((n_tok, width), dtype=np.float32) for layer in layers}
@@ -180,7 +217,7 @@ class PlantedActivations:
     on new text, and the subject model's own vectors at the store's ``feature_layer`` represent tokens."""
 
     def __init__(self, store: NeuronStore, subject: Subject | None = None, *,
-                 max_cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 max_cache_bytes: int | None = None) -> None:
         info = store.manifest.get("planted")
         if not info:
             raise StoreError(f"{store.path} is not a planted store")
@@ -237,7 +274,9 @@ class PlantedActivations:
             self._evaluator = ConditionEvaluator(self._vocab)
         out = []
         for text in texts:
-            ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"][:256], dtype=np.int64)
+            # User text is text: "[CLS]" typed in a probe is characters, never the special id.
+            ids = np.asarray(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"][:256],
+                             dtype=np.int64)
             stream = TokenStream(ids, np.zeros(len(ids), dtype=np.int64), self._vocab, self._evaluator)
             acts = np.zeros((len(ids), len(neurons)), dtype=np.float32)
             for j, n in enumerate(neurons):
@@ -257,7 +296,7 @@ class _FeatureStore:
 
 
 def activation_source(store: NeuronStore, subject: Subject | None = None, *,
-                      max_cache_bytes: int = DEFAULT_CACHE_BYTES) -> ActivationSource:
+                      max_cache_bytes: int | None = None) -> ActivationSource:
     """The activation source a store needs: planted values for a planted store, else its subject model."""
     cls = PlantedActivations if store.manifest.get("planted") else SubjectActivations
     return cls(store, subject, max_cache_bytes=max_cache_bytes)

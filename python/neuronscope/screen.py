@@ -61,11 +61,15 @@ def screen(store: NeuronStore, layers: list[int] | None = None, *, top: int = 32
 
     layers = store.layers if layers is None else sorted(layers)
     activations = activations if activations is not None else activation_source(store)
-    activations.prepare(layers)  # one forward pass; a no-op when an explainer has prepared them already
+    # One forward pass for every layer when the cache fits in memory (a no-op when an explainer has prepared
+    # them already), else one layer at a time: memory bounded by one layer's cache.
+    whole = activations.prepare(layers)
     rng = np.random.default_rng(seed)
     tokens = store.tokens.tokens
     rows: list[ScreenRow] = []
     for layer in layers:
+        if not whole:
+            activations.prepare([layer])
         st = store.stats(layer)
         pos = st.topk_positions[:, :top].numpy()
         n = pos.shape[0]

@@ -191,9 +191,10 @@ async def _explain(source, neurons, out: Path, methods: tuple[str, ...], backend
                 for row in await asyncio.gather(*(_one(ctx, ev, ex, client) for ev, ex in jobs)):
                     emit(row)
 
-        def prepare(layers: list[int]) -> None:
-            if ctx.activations is not None:
-                ctx.activations.prepare(layers)  # one pass; evidence, features and probes become lookups
+        def prepare(layers: list[int]) -> bool | None:
+            if ctx.activations is not None:  # one pass; evidence, features and probes become lookups
+                return ctx.activations.prepare(layers)
+            return None
 
         def postfix() -> dict:
             tot = client.usage.total

@@ -21,7 +21,9 @@ def text_activations(subject: Subject, texts: Sequence[str], layer: int, neurons
     (the packing's special tokens, so the model sees what it saw while mining) and run up to ``layer``.
     """
     tok = subject.tokenizer
-    docs = [np.asarray(tok(t, add_special_tokens=False)["input_ids"][:max_tokens], dtype=np.int64) for t in texts]
+    # User text is text: "[CLS]" typed in a probe is characters, never the special id.
+    docs = [np.asarray(tok(t, add_special_tokens=False, split_special_tokens=True)["input_ids"][:max_tokens],
+                       dtype=np.int64) for t in texts]
     out: list[tuple[np.ndarray, np.ndarray]] = [(d, np.zeros((len(d), len(neurons)), np.float32)) for d in docs]
     live = [i for i, d in enumerate(docs) if len(d)]
     if not live:
