@@ -124,3 +124,47 @@ def test_deprecated_spellings_reach_the_stage_function(monkeypatch, tmp_path, ca
     assert seen["backend"] == "offline"
     assert seen["llm"] is None  # the offline explainer gets no LLM settings
     assert capsys.readouterr().err == ""
+
+
+def test_allow_pickle_is_offered_wherever_a_model_is_named_and_reaches_the_loader(monkeypatch, tmp_path,
+                                                                                   sp_tokenizer):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    with_model = {n for n, p in sub.choices.items() if any("--model" in a.option_strings for a in p._actions)}
+    with_flag = {n for n, p in sub.choices.items() if any("--allow-pickle" in a.option_strings for a in p._actions)}
+    assert {"mine", "run"} <= with_model
+    assert with_model == with_flag
+    # A directory holding only pickle weights: refused by default, loaded once the flag is given.
+    import torch
+    from safetensors.torch import load_file
+
+    from conftest import tiny_subject
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("NEURONSCOPE_ALLOW_PICKLE", "0")  # off; restored after the test (main sets it to 1)
+    model_dir = tmp_path / "bin_only"
+    tiny_subject("llama", sp_tokenizer).model.save_pretrained(model_dir)
+    sp_tokenizer.save_pretrained(model_dir)
+    torch.save(load_file(model_dir / "model.safetensors"), model_dir / "pytorch_model.bin")
+    (model_dir / "model.safetensors").unlink()
+    seen = {}
+
+    def fake_mine(model, corpus, out, **kw):
+        from neuronscope.models import load_subject
+
+        try:
+            seen["type"] = load_subject(model).model_type
+        except Exception as e:
+            seen["error"] = str(e)
+        raise SystemExit(0)
+
+    import neuronscope.mining.run as run
+
+    monkeypatch.setattr(run, "mine", fake_mine)
+    args = ["mine", "--model", str(model_dir), "--corpus", "pydoc", "--out", str(tmp_path / "s")]
+    with pytest.raises(SystemExit):
+        main(args)
+    assert "pickle" in seen.pop("error")
+    with pytest.raises(SystemExit):
+        main([*args, "--allow-pickle"])
+    assert seen == {"type": "llama"}
