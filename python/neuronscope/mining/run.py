@@ -22,8 +22,10 @@ from ..corpus.packing import PackMode, make_packing
 from ..errors import ConfigError, StoreError
 from ..models import Subject, load_subject
 from ..models.hooks import _StopForward, neuron_hooks
-from ..store import NeuronStore, open_store, read_manifest, read_stats, write_manifest, write_stats
+from ..stage import output_lock
+from ..store import NeuronStore, open_store, write_manifest, write_stats
 from .backend import resolve_backend
+from .resume import checkpoint, clean_leftovers, describe, drop_checkpoint, finished_differences, resume
 from .spec import MiningConfig
 from .stats import LayerStats
 
@@ -81,19 +83,21 @@ def _init_distributed(device: str) -> _Dist:
     return _Dist(dist.get_rank(), dist.get_world_size())
 
 
+def _corpus_key(spec: CorpusSpec) -> dict:
+    """The corpus as the token store and the manifest record it."""
+    return {"source": spec.source, "text_field": spec.text_field, "doc_split": spec.doc_split, "split": spec.split}
+
+
 def _token_store(out: Path, spec: CorpusSpec, subject: Subject, max_tokens: int | None, workers: int,
                  progress: bool) -> TokenStore:
     path = out / "tokens"
-    want = {"source": spec.source, "text_field": spec.text_field, "doc_split": spec.doc_split, "split": spec.split}
     if (path / "meta.json").exists():
         ts = TokenStore(path)
-        same = (ts.meta["corpus"] == want and ts.meta["max_tokens"] == max_tokens
-                and ts.meta["tokenizer"] == tokenizer_id(subject.tokenizer))
-        if not same:
-            raise StoreError(
-                f"{out} already holds a token store of another corpus/tokenizer/max_tokens; "
-                "use a new --out directory (nothing was overwritten)"
-            )
+        want = {"corpus": _corpus_key(spec), "max_tokens": max_tokens, "tokenizer": tokenizer_id(subject.tokenizer)}
+        diff = {k: (ts.meta.get(k), v) for k, v in want.items() if ts.meta.get(k) != v}
+        if diff:
+            raise StoreError(f"{out} already holds a token store of other settings ({describe(diff)}); "
+                             "rerun with those settings or use a new --out directory (nothing was overwritten)")
         return ts
     ts, skips = build_token_store(spec, subject.tokenizer, path, max_tokens=max_tokens, workers=workers,
                                   progress=progress)
@@ -127,8 +131,11 @@ def mine(
     ``model``: local directory, hub id, ``minilm`` or a loaded Subject. ``corpus``: see CorpusSpec.
     ``batch_tokens``: model positions per forward pass. ``part``: ``(i, n)`` mines only the i-th of n
     contiguous ranges of the batches (what rank i of n mines under ``torchrun``); the n stores merge into
-    the whole run's with :func:`merge_stores`. A finished store is returned as is; an unfinished one
-    resumes from its last checkpoint.
+    the whole run's with :func:`merge_stores`. A finished store is returned as is when it was mined with
+    these settings (model, dtype, layers, corpus, max_tokens, packing, batch size, mining config, part),
+    and refused otherwise; an unfinished one resumes from its last checkpoint if that was written with
+    the same settings. One process writes ``out`` at a time (``<out>.lock``); leftovers of a killed run
+    (temp files, a finished run's checkpoint) are removed.
     """
     out = Path(out)
     if batch_tokens < 1:
@@ -141,15 +148,47 @@ def mine(
         if len(part) != 2 or not 0 <= part[0] < part[1]:
             raise ConfigError(f"part must be (i, n) with 0 <= i < n, got {part!r}")
         part = (int(part[0]), int(part[1]))
-    if (out / "manifest.json").exists() and not dist.active:
-        store = open_store(out)
-        if store.manifest["mining"] != cfg.to_dict() or store.manifest.get("part") != (list(part) if part else None):
-            raise StoreError(f"{out} is a finished store mined with another configuration; use a new --out")
-        return store
-    subject = model if isinstance(model, Subject) else load_subject(model, device=device, dtype=dtype)
     spec = corpus if isinstance(corpus, CorpusSpec) else CorpusSpec(corpus)
+    held = out / "ranks" / f"rank_{dist.rank}" if dist.active else out  # under torchrun each rank writes its own
+    held.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(held):
+        if (out / "manifest.json").exists() and not dist.active:
+            return _finished(out, model, spec, layers, cfg, max_tokens=max_tokens, batch_tokens=batch_tokens,
+                             seq_len=seq_len, packing=packing, dtype=dtype, part=part)
+        return _mine(model, spec, out, dist, layers, cfg, max_tokens=max_tokens, batch_tokens=batch_tokens,
+                     seq_len=seq_len, packing=packing, backend=backend, device=device, dtype=dtype, workers=workers,
+                     checkpoint_seconds=checkpoint_seconds, progress=progress, part=part,
+                     stop_after=_stop_after_batches)
+
+
+def _finished(out: Path, model: str | Subject, spec: CorpusSpec, layers, cfg: MiningConfig, *, max_tokens,
+              batch_tokens: int, seq_len, packing: str, dtype: str, part) -> NeuronStore:
+    """The finished store at ``out`` if it was mined with these settings (a StoreError naming them if not)."""
+    store = open_store(out)
+    m = store.manifest
+    given = model.model_id if isinstance(model, Subject) else str(model)
+    diff = finished_differences(
+        out, m, model=given, model_is_id=isinstance(model, Subject), dtype=dtype,
+        layers=parse_layers(layers, int(m["n_layers_model"])), corpus=_corpus_key(spec), max_tokens=max_tokens,
+        seq_len=seq_len, packing=packing, batch_tokens=batch_tokens, mining=cfg.to_dict(),
+        part=list(part) if part else None)
+    if diff:
+        raise StoreError(f"{out} is a finished store mined with another configuration ({describe(diff)}); "
+                         "rerun with its settings or use a new --out (nothing was overwritten)")
+    clean_leftovers(out, finished=True)
+    return store
+
+
+def _mine(model: str | Subject, spec: CorpusSpec, out: Path, dist: _Dist, layers, cfg: MiningConfig, *,
+          max_tokens, batch_tokens: int, seq_len, packing: PackMode, backend, device: str, dtype: str, workers: int,
+          checkpoint_seconds: float, progress: bool, part, stop_after) -> NeuronStore:
+    subject = model if isinstance(model, Subject) else load_subject(model, device=device, dtype=dtype)
     layer_list = parse_layers(layers, subject.n_layers)
     backend_name, miner = resolve_backend(backend, subject.device)
+    work = out / "ranks" / f"rank_{dist.rank}" if dist.active else out
+    if dist.rank == 0:
+        clean_leftovers(out, finished=False)
+    clean_leftovers(work, finished=False)
 
     if dist.rank == 0:
         tokens = _token_store(out, spec, subject, max_tokens, workers, progress)
@@ -162,15 +201,19 @@ def mine(
     n_batches = -(-len(starts) // per_batch)
     shard, n_shards = part if part is not None else (dist.rank, dist.world)
     lo, hi = (shard * n_batches) // n_shards, ((shard + 1) * n_batches) // n_shards
-    work = out / "ranks" / f"rank_{dist.rank}" if dist.active else out
     manifest = {
-        "model": {"id": subject.model_id, "type": subject.model_type, "dtype": dtype},
+        "model": {"id": subject.model_id, "name": subject.model_id if isinstance(model, Subject) else str(model),
+                  "type": subject.model_type, "dtype": dtype},
         "architecture": subject.model_type,
         "layers": layer_list,
         "n_neurons": subject.n_neurons,
         "n_layers_model": subject.n_layers,
         "mining": cfg.to_dict(),
         "packing": pk.to_dict(),
+        # what packing's seq_len is when none is given: a rerun without --seq-len means this one
+        "default_seq_len": make_packing(subject.tokenizer, subject.model.config, None, packing).seq_len,
+        "batch_tokens": batch_tokens,
+        "max_tokens": max_tokens,
         "corpus": tokens.meta["corpus"],
         "corpus_fingerprint": tokens.fingerprint,
         "corpus_tokens": tokens.n_tokens,
@@ -179,16 +222,16 @@ def mine(
     }
     if part is not None:
         manifest["part"] = list(part)
-    stats, next_batch, seconds = _resume(work, manifest, layer_list, subject.n_neurons, cfg, lo)
+    stats, next_batch, seconds = resume(work, manifest, layer_list, subject.n_neurons, cfg, lo)
     _run_batches(subject, tokens, pk, starts, lengths, per_batch, range(next_batch, hi), layer_list, stats, miner,
-                 cfg, work, manifest, seconds, checkpoint_seconds, progress, _stop_after_batches, backend_name)
+                 cfg, work, manifest, seconds, checkpoint_seconds, progress, stop_after, backend_name)
     seq_lo, seq_hi = lo * per_batch, min(hi * per_batch, len(starts))
     seen = int(lengths[seq_lo:seq_hi].sum())
     final = {**manifest, "sequences": [[seq_lo, seq_hi]] if seq_hi > seq_lo else [], "tokens_seen": seen,
              "backend": backend_name, "seconds": round(seconds[0], 3)}
     write_stats(work, stats)
     write_manifest(work, final)
-    shutil.rmtree(work / "checkpoint", ignore_errors=True)
+    drop_checkpoint(work)
     if dist.active:
         dist.barrier()
         if dist.rank == 0:
@@ -198,26 +241,6 @@ def mine(
             shutil.rmtree(out / "ranks", ignore_errors=True)
         dist.barrier()
     return open_store(out)
-
-
-def _resume(work: Path, manifest: dict, layers: list[int], n: int, cfg: MiningConfig, first: int):
-    ckpt = work / "checkpoint"
-    if (ckpt / "manifest.json").exists():
-        saved = read_manifest(ckpt)
-        keys = ("model", "layers", "mining", "packing", "corpus_fingerprint", "part")
-        if any(saved.get(k) != manifest.get(k) for k in keys):
-            raise StoreError(f"{work} holds a checkpoint of a different run; use a new --out (nothing was overwritten)")
-        stats = {layer: read_stats(ckpt, layer, cfg) for layer in layers}
-        return stats, int(saved["next_batch"]), [float(saved.get("seconds", 0.0))]
-    return {layer: LayerStats.empty(n, cfg) for layer in layers}, first, [0.0]
-
-
-def _checkpoint(work: Path, stats: dict[int, LayerStats], manifest: dict, next_batch: int, seconds: float) -> None:
-    from ..io import atomic_dir
-
-    with atomic_dir(work / "checkpoint") as tmp:
-        write_stats(tmp, stats)
-        write_manifest(tmp, {**manifest, "next_batch": next_batch, "seconds": seconds})
 
 
 @torch.inference_mode()
@@ -271,7 +294,7 @@ def _run_batches(subject, tokens, pk, starts, lengths, per_batch, batches, layer
                                  or (stop_after is not None and done >= stop_after)):
                     host = {layer: LayerStats(**{k: v.cpu() for k, v in st.to_tensors().items()})
                             for layer, st in dev_stats.items()}
-                    _checkpoint(work, host, manifest, b + 1, seconds[0] + time.monotonic() - t0)
+                    checkpoint(work, host, manifest, b + 1, seconds[0] + time.monotonic() - t0)
                     last_ckpt = time.monotonic()
                     if stop_after is not None and done >= stop_after:
                         raise _Interrupted(f"stopped after {done} batches (test hook)")
