@@ -119,6 +119,8 @@ def test_run_refuses_other_mining_settings(small_run):
 
     with pytest.raises(ConfigError, match="other settings"):
         run(out, replace(cfg, k=8), quiet=True)
+    with pytest.raises(ConfigError, match="batch_tokens"):  # named at the run's own check, before mining
+        run(out, replace(cfg, batch_tokens=cfg.batch_tokens * 2), quiet=True)
 
 
 def test_report_in_a_browser_shows_payloads_as_text(small_run):

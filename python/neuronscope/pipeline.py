@@ -25,7 +25,8 @@ from pathlib import Path
 from .errors import ConfigError, StoreError
 from .io import write_json
 
-MINED_KEYS = ("model", "corpus", "text_field", "doc_split", "layers", "k", "max_tokens", "seq_len", "packing")
+MINED_KEYS = ("model", "corpus", "text_field", "doc_split", "layers", "k", "max_tokens", "seq_len", "packing",
+              "batch_tokens")
 
 
 @dataclass
@@ -121,9 +122,10 @@ def run(out: str | Path = "runs/default", cfg: RunConfig | None = None, *, quiet
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "run.json"
     state = _read_state(state_path)
-    if state and state.get("mined") != cfg.mined():
-        diff = {k: (state.get("mined", {}).get(k), v) for k, v in cfg.mined().items()
-                if state.get("mined", {}).get(k) != v}
+    saved = state.get("mined", {}) if state else {}
+    # A key an older run.json did not record is not compared (mine() itself still checks it on the store).
+    diff = {k: (saved[k], v) for k, v in cfg.mined().items() if k in saved and saved[k] != v}
+    if diff:
         raise ConfigError(f"{out} holds a run mined with other settings ({diff}: was, now); "
                           "use another --out or delete the directory")
     state.update({"format": 1, "mined": cfg.mined(), "config": {**asdict(cfg), "llm": None}})
