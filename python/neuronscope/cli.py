@@ -413,11 +413,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-acts", action="store_true", help="do not recompute context activations")
     _add_explain_score_export(sub)
     _add_eval(sub)
+    p = sub.add_parser("verify", help="check a NeuronStore thoroughly: every token id, every tensor, and a "
+                       "sample of top-k values recomputed with the model (exit 1 and one line per problem)")
+    p.add_argument("store")
+    p.add_argument("--sample", type=int, default=16, help="top-k values recomputed per layer (0: no model run)")
+    p.add_argument("--model", default=None, help="the subject model, when the store's has moved (default: "
+                   "$NEURONSCOPE_MODEL, else the manifest's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of the recomputed sample")
     return parser
 
 
+def _cmd_verify(a: argparse.Namespace) -> int:
+    from .verify import verify_store
+
+    report = verify_store(a.store, sample=a.sample, seed=a.seed, model=a.model, device=a.device)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
 COMMANDS = {"run": _cmd_run, "report": _cmd_report, "search": _cmd_search, "eval": _cmd_eval,
-            "export": _cmd_export, "explain": _cmd_explain, "mine": _cmd_mine, "info": _cmd_info,
+            "verify": _cmd_verify, "export": _cmd_export, "explain": _cmd_explain, "mine": _cmd_mine, "info": _cmd_info,
             "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score}
 
 

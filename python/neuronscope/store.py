@@ -8,11 +8,23 @@ Layout::
     tokens/                  the token store (tokens.bin, docs.npy, meta.json), or a path to it
 
 The manifest is written last: a directory without one is not a store.
+
+Opening a store checks what is cheap to check (no tensor is read): the manifest's fields and types, each
+layer file's safetensors header (its ``layer`` metadata, tensor names, shapes against ``n_neurons`` and the
+mining config), and the token layout (fingerprint, ``sequences`` inside the packing, ``tokens_seen`` equal
+to the tokens those sequences hold). Loading a layer checks its counts against ``tokens_seen``; the first
+recomputation scans the token ids against the vocabulary. ``neuronscope verify`` (:mod:`neuronscope.verify`)
+does the expensive checks.
+
+The model: ``model.id`` is the path mined from; when it no longer exists, the built-in name in ``model.name``
+(``minilm``, ``smollm2-135m``, ...) is loaded instead; otherwise ``open_store(path, model=...)`` or the
+environment variable ``NEURONSCOPE_MODEL`` points to it (both override the manifest).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -24,11 +36,12 @@ from safetensors.torch import load_file
 
 from .corpus.packing import Packing
 from .corpus.tokenstore import TokenStore
-from .errors import StoreError
+from .errors import ModelError, StoreError
 from .io import write_json, write_safetensors
 from .mining.spec import MiningConfig
 from .mining.stats import LayerStats
 from .records import QUANTILES, Exemplar, NeuronRecord, display_tokens
+from .store_checks import check_layer_header, check_manifest
 
 
 class ActivationSource(Protocol):
@@ -38,7 +51,11 @@ class ActivationSource(Protocol):
     def at(self, layer: int, neurons: Sequence[int] | np.ndarray,
            positions: Sequence[int] | np.ndarray) -> np.ndarray: ...
 
+
+
 FORMAT = 1
+MODEL_ENV = "NEURONSCOPE_MODEL"
+"""Environment variable naming the model (directory, hub id or built-in name) of every store opened."""
 
 
 def layer_file(layer: int) -> str:
@@ -63,14 +80,19 @@ def read_stats(path: Path, layer: int, cfg: MiningConfig) -> LayerStats:
 
 
 def read_manifest(path: str | Path) -> dict:
+    """The manifest of a store or checkpoint directory: a UTF-8 JSON object of the supported format."""
     path = Path(path)
     file = path / "manifest.json"
     if not file.exists():
         raise StoreError(f"{path} is not a NeuronStore (no manifest.json; an unfinished run leaves none)")
     try:
-        manifest = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise StoreError(f"{file}: corrupt manifest: {e}") from e
+        manifest = json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise StoreError(f"{file}: corrupt manifest: not UTF-8 text ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise StoreError(f"{file}: corrupt manifest: {e}") from None
+    if not isinstance(manifest, dict):
+        raise StoreError(f"{file}: corrupt manifest: expected a JSON object, found a JSON {type(manifest).__name__}")
     if manifest.get("format") != FORMAT:
         raise StoreError(f"{file}: unsupported store format {manifest.get('format')!r} (expected {FORMAT})")
     return manifest
@@ -104,14 +126,66 @@ def quantiles_from_hist(
 
 
 class NeuronStore:
-    """Read access to a finished NeuronStore (see :func:`neuronscope.open_store`)."""
+    """Read access to a finished NeuronStore (see :func:`neuronscope.open_store`).
 
-    def __init__(self, path: str | Path) -> None:
+    ``model``: the subject model to use instead of the manifest's (a directory, hub id or built-in name;
+    default ``$NEURONSCOPE_MODEL``, else the manifest's ``model.id``, else its built-in ``model.name``).
+    ``manifest["model"]["id"]`` is then the model this process loads; ``stored_model_id`` the one mined from.
+    """
+
+    def __init__(self, path: str | Path, *, model: str | None = None) -> None:
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
-        self.config = MiningConfig.from_dict(self.manifest["mining"])
+        file = self.path / "manifest.json"
+        self.config, self._packing = check_manifest(self.manifest, file)
+        for layer in self.layers:
+            check_layer_header(self.path / layer_file(layer), layer, self.n_neurons, self.config)
+        self._check_layout(file)
+        self.stored_model_id = self.manifest["model"]["id"]
+        self._model_problem = self._resolve_model(model or os.environ.get(MODEL_ENV) or None)
         self._stats: dict[int, LayerStats] = {}
         self._tokenizer = None
+        self._ids_checked = False
+
+    def _check_layout(self, file: Path) -> None:
+        """``sequences`` inside the packed token store and ``tokens_seen`` equal to the tokens they hold."""
+        m, tok = self.manifest, self.tokens
+        if m.get("corpus_tokens") is not None and m["corpus_tokens"] != tok.n_tokens:
+            raise StoreError(f"{file}: field 'corpus_tokens' is {m['corpus_tokens']}, the token store holds "
+                             f"{tok.n_tokens}")
+        starts, lengths = self._layout
+        ranges = self.sequence_ranges
+        if ranges and ranges[-1][1] > len(starts):
+            raise StoreError(f"{file}: field 'sequences' reaches sequence {ranges[-1][1]}, but packing "
+                             f"(seq_len {self.packing.seq_len}, {self.packing.mode}) cuts the {tok.n_tokens} "
+                             f"tokens into {len(starts)} (an edited 'packing' or 'sequences'; mine again)")
+        held = tok.n_tokens if m.get("planted") else sum(int(lengths[a:b].sum()) for a, b in ranges)
+        if held != self.n_tokens_seen:
+            raise StoreError(f"{file}: field 'tokens_seen' is {self.n_tokens_seen}, but 'sequences' {ranges} hold "
+                             f"{held} tokens under packing seq_len {self.packing.seq_len} (an edited 'packing', "
+                             "'sequences' or 'tokens_seen'; mine again)")
+
+    def _resolve_model(self, override: str | None) -> str | None:
+        """Sets the model to load; returns why none can be (raised when the model is needed), else None."""
+        from .models.loading import ALIASES
+        from .models.packaged import PACKAGED, packaged
+        from .models.registry import model_name
+
+        m = self.manifest["model"]
+        stored, name = m["id"], m.get("name")
+        use, problem = stored, None
+        if override is not None:
+            use = str(override)
+        elif ("/" in stored or os.sep in stored) and not Path(stored).expanduser().exists():
+            if name and (name.lower() in ALIASES or packaged(name) is not None):
+                use = name
+            else:
+                problem = (f"{self.path}: the store needs the model {name or model_name(stored)!r}, mined from "
+                           f"{stored}, which no longer exists; point to it with {MODEL_ENV}=/path/to/the/model "
+                           f"(or open_store(path, model=...), or neuronscope verify --model); built-in names: "
+                           f"{', '.join(['minilm', *PACKAGED])}")
+        self.manifest["model"] = {**m, "id": use}
+        return problem
 
     def __repr__(self) -> str:
         return (f"NeuronStore({str(self.path)!r}, model={self.model_id!r}, layers={self.layers}, "
@@ -119,7 +193,15 @@ class NeuronStore:
 
     @property
     def model_id(self) -> str:
+        """The model this process loads (see the class docstring), as a label: :meth:`subject_model` checks it."""
         return self.manifest["model"]["id"]
+
+    def subject_model(self) -> str:
+        """The model to load for this store (a path, hub id or built-in name); ModelError naming the model the
+        store needs, and how to point to it, when it no longer exists."""
+        if self._model_problem:
+            raise ModelError(self._model_problem)
+        return self.model_id
 
     @property
     def layers(self) -> list[int]:
@@ -140,7 +222,18 @@ class NeuronStore:
 
     @property
     def packing(self) -> Packing:
-        return Packing(**self.manifest["packing"])
+        return self._packing
+
+    @property
+    def vocab_size(self) -> int | None:
+        """The tokenizer's vocabulary size recorded at mining time (None in a manifest without it)."""
+        return (self.manifest.get("tokenizer") or {}).get("vocab_size")
+
+    @property
+    def sequence_ranges(self) -> list[list[int]]:
+        """``[start, stop)`` ranges of the packed sequences mined (all of them when the manifest has none)."""
+        seqs = self.manifest.get("sequences")
+        return [list(r) for r in seqs] if seqs is not None else [[0, len(self._layout[0])]]
 
     @cached_property
     def tokens(self) -> TokenStore:
@@ -150,16 +243,45 @@ class NeuronStore:
         return ts
 
     @cached_property
-    def sequences(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(starts, lengths)`` of the packed sequences (computed once; every recomputation reads them)."""
+    def _layout(self) -> tuple[np.ndarray, np.ndarray]:
         return self.packing.sequences(self.tokens)
 
+    @property
+    def sequences(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(starts, lengths)`` of the packed sequences (what every recomputation reads: the first call checks
+        every token id against the vocabulary, so a bad id is named here, not deep in the model)."""
+        if not self._ids_checked:
+            self.check_token_ids(self.tokens.tokens, 0)
+            self._ids_checked = True
+        return self._layout
+
+    def check_token_ids(self, ids: np.ndarray, offset: int) -> None:
+        """Raises StoreError for a token id outside the vocabulary; ``ids`` = the tokens from ``offset`` on."""
+        vocab, step = self.vocab_size, 1 << 24
+        for a in range(0, len(ids) if vocab else 0, step):
+            chunk = np.asarray(ids[a : a + step])
+            if len(chunk) and int(chunk.max()) >= vocab:
+                bad = a + int(np.argmax(chunk >= vocab))
+                raise StoreError(f"{self.tokens.path / 'tokens.bin'}: token id {int(chunk[bad - a])} at position "
+                                 f"{offset + bad} is outside the vocabulary of {vocab} (a corrupt or foreign "
+                                 "token store; neuronscope verify checks every id)")
+
     def stats(self, layer: int) -> LayerStats:
-        """All statistics of one layer (loaded once, then cached)."""
+        """All statistics of one layer (loaded once, then cached; every neuron must count ``tokens_seen``)."""
         if layer not in self.layers:
             raise StoreError(f"layer {layer} not in this store (layers: {self.layers})")
         if layer not in self._stats:
-            self._stats[layer] = read_stats(self.path, layer, self.config)
+            st = read_stats(self.path, layer, self.config)
+            file = self.path / layer_file(layer)
+            if st.n_neurons != self.n_neurons:
+                raise StoreError(f"{file}: holds {st.n_neurons} neurons, the manifest's n_neurons is {self.n_neurons}")
+            seen = (st.count + st.nonfinite).numpy()
+            bad = np.flatnonzero(seen != self.n_tokens_seen)
+            if len(bad):
+                raise StoreError(f"{file}: neuron {int(bad[0])} counts {int(seen[bad[0]])} tokens, the manifest's "
+                                 f"tokens_seen is {self.n_tokens_seen} ({len(bad)} neurons differ: a layer file of "
+                                 "another run)")
+            self._stats[layer] = st
         return self._stats[layer]
 
     def _check(self, layer: int, index: int) -> None:
@@ -177,13 +299,25 @@ class NeuronStore:
         return quantiles_from_hist(st.hist[index].numpy(), bounds, np.asarray(qs, dtype=np.float64))
 
     def tokenizer(self):
-        """The subject's tokenizer, read from the model's files (the model itself is not loaded)."""
+        """The subject's tokenizer, read from the model's files (the model itself is not loaded); refused when
+        its vocabulary is not the one the store was mined with."""
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
             from .models import resolve_model_path
 
-            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self.model_id))
+            path = resolve_model_path(self.subject_model())
+            hint = f"point {MODEL_ENV} (or open_store(path, model=...)) to the model the store was mined with"
+            if ("/" in path or os.sep in path) and not Path(path).expanduser().exists():
+                raise ModelError(f"{self.path}: model {path!r} does not exist; {hint}")
+            try:
+                tok = AutoTokenizer.from_pretrained(path)
+            except (OSError, ValueError) as e:
+                raise ModelError(f"{self.path}: cannot read the tokenizer of model {path!r} ({e}); {hint}") from e
+            if self.vocab_size is not None and len(tok) != self.vocab_size:
+                raise ModelError(f"{self.path}: model {path!r} has a vocabulary of {len(tok)} tokens, the store "
+                                 f"was mined with {self.vocab_size} (mined from {self.stored_model_id}); {hint}")
+            self._tokenizer = tok
         return self._tokenizer
 
     def neuron(self, layer: int, index: int, *, context: tuple[int, int] = (12, 4),
@@ -203,6 +337,7 @@ class NeuronStore:
         return {
             "path": str(self.path),
             "model": m["model"]["id"],
+            "model_name": m["model"].get("name"),
             "architecture": m["architecture"],
             "layers": m["layers"],
             "neurons_per_layer": m["n_neurons"],
@@ -223,6 +358,8 @@ def _exemplars(store: NeuronStore, layer: int, index: int, positions: np.ndarray
     positions, values = positions[keep], values[keep]
     strata = strata[keep] if strata is not None else None
     windows = [tok.window(int(p), *context) for p in positions]
+    for a, b in windows:
+        store.check_token_ids(tok.tokens[a:b], a)
     tokenizer = store.tokenizer()
     acts = None
     if activations is not None and len(positions):
@@ -275,6 +412,7 @@ def neuron_record(store: NeuronStore, layer: int, index: int, *, context: tuple[
     )
 
 
-def open_store(path: str | Path) -> NeuronStore:
-    """Opens a finished NeuronStore directory (raises StoreError if missing or corrupt)."""
-    return NeuronStore(path)
+def open_store(path: str | Path, *, model: str | None = None) -> NeuronStore:
+    """Opens a finished NeuronStore directory (raises StoreError if missing or corrupt); ``model`` replaces the
+    manifest's subject model (see :class:`NeuronStore`)."""
+    return NeuronStore(path, model=model)
