@@ -117,7 +117,9 @@ class SubjectActivations:
             from .models import load_subject
 
             m = self.store.manifest["model"]
-            self._subject = load_subject(m["id"], dtype=m.get("dtype", "float32"))
+            # subject_model() names the model a moved store needs, and how to point to it, if it is gone.
+            model = self.store.subject_model() if hasattr(self.store, "subject_model") else m["id"]
+            self._subject = load_subject(model, dtype=m.get("dtype", "float32"))
         return self._subject
 
     @property
