@@ -61,11 +61,17 @@ def format_windows(vocab, windows: Sequence[Window], scale: float, limit: int = 
     return "\n".join(f"{k + 1}. {format_window(vocab, w, scale)}" for k, w in enumerate(list(windows)[:limit]))
 
 
-def _parse_conditions(items: Any, where: str) -> tuple[list[Condition], list[str]]:
+def _parse_conditions(items: Any, where: str, ws=None) -> tuple[list[Condition], list[str]]:
+    """The valid conditions among the LLM's ``items`` and an error per invalid one. With the workspace ``ws``
+    each is also evaluated on the train evidence once, so one whose regex is too slow there (see
+    ``explanations/patterns.py``) is rejected here like a malformed one, instead of failing the neuron."""
     conds, errors = [], []
     for k, item in enumerate(items if isinstance(items, list) else []):
         try:
-            conds.append(condition_from_dict(item, f"{where}[{k}]"))
+            cond = condition_from_dict(item, f"{where}[{k}]")
+            if ws is not None:
+                ws.mask(cond)
+            conds.append(cond)
         except ExplanationError as e:
             errors.append(str(e))
     return conds, errors
@@ -100,7 +106,7 @@ class LLMNeuronScope(OfflineNeuronScope):
         comps = await self.ask("decomposition", check_components, exemplars=shown,
                                hypotheses="\n".join(f"- {h}" for h in hyps) or "(none)",
                                conditions_doc=conditions_doc()) or []
-        llm_conds, errors = _parse_conditions([c.get("condition") for c in comps], "components")
+        llm_conds, errors = _parse_conditions([c.get("condition") for c in comps], "components", ws)
         if errors:
             self.log("decomposition errors", errors=errors[:10])
         if not llm_conds:
@@ -121,7 +127,7 @@ class LLMNeuronScope(OfflineNeuronScope):
             reply = reply or {"modes": [], "probes": []}
             proposal, errors = [], []
             for k, raw in enumerate(reply["modes"]):
-                conds, errs = _parse_conditions(raw.get("conditions"), f"modes[{k}].conditions")
+                conds, errs = _parse_conditions(raw.get("conditions"), f"modes[{k}].conditions", ws)
                 errors += errs
                 if conds:
                     m = build_mode(ws, conds)
@@ -241,7 +247,7 @@ async def llm_single_pass(evidence: NeuronEvidence, llm, evaluator: ConditionEva
     if reply is None:  # nothing usable: an explanation that explains nothing (scored as such), not a crash
         transcript.append({"role": "fallback", "step": "single_pass", "using": "no explanation"})
         reply = {"description": "", "conditions": []}
-    conds, errors = _parse_conditions(reply["conditions"], "conditions")
+    conds, errors = _parse_conditions(reply["conditions"], "conditions", ws)
     if errors:
         transcript.append({"role": "single_pass errors", "errors": errors[:10]})
     mode = build_mode(ws, conds) if conds else Mode("unexplained")

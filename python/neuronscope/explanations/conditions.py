@@ -5,11 +5,11 @@ or evidence windows): offsets and preceding-text windows never reach into anothe
 conditions become a ``(V,)`` bool mask over the vocabulary, so evaluation is a gather (plus a shift for
 ``prev_token``) on whatever device ``ids`` lives on; regexes over tokens are run once per vocabulary id
 and cached; ``preceding_regex`` runs over the decoded text of each window (cached per distinct text).
+Regex work is bounded (``patterns.py``): a pattern too slow to evaluate is an ExplanationError naming it.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,11 +17,8 @@ import torch
 
 from ..errors import ExplanationError
 from .model import AllOf, Condition, Mode, PrecedingRegex, PrevTokenIn, TokenIn, TokenRegex
+from .patterns import BoundedSearch
 from .vocab import Vocab
-
-
-def _flags(case_sensitive: bool) -> int:
-    return 0 if case_sensitive else re.IGNORECASE
 
 
 def segment_starts(seg: torch.Tensor) -> torch.Tensor:
@@ -53,7 +50,7 @@ class ConditionEvaluator:
         self.vocab = vocab
         self._masks: dict[tuple[Condition, str], torch.Tensor] = {}
         self._ids: dict[Condition, np.ndarray] = {}
-        self._text_cache: dict[tuple[str, int], dict[str, bool]] = {}
+        self._text_cache: dict[tuple[str, bool], dict[str, bool]] = {}
 
     def vocab_ids(self, cond: TokenIn | TokenRegex | PrevTokenIn) -> np.ndarray:
         """Sorted int64 ids that satisfy the token test of ``cond`` (for ``prev_token``: at its offset), cached."""
@@ -63,8 +60,8 @@ class ConditionEvaluator:
         if isinstance(cond, (TokenIn, PrevTokenIn)):
             ids = self.vocab.ids_in(cond.tokens, cond.case_sensitive)
         elif isinstance(cond, TokenRegex):
-            rx = re.compile(cond.pattern, _flags(cond.case_sensitive))
-            ids = np.flatnonzero(np.fromiter((rx.search(k) is not None for k in self.vocab.keys(True)), dtype=bool,
+            search = BoundedSearch(cond.pattern, cond.case_sensitive, len(self.vocab), cond.kind)
+            ids = np.flatnonzero(np.fromiter((search(k) for k in self.vocab.keys(True)), dtype=bool,
                                              count=len(self.vocab)))
         else:
             raise ExplanationError(f"{cond.kind} conditions have no vocabulary mask")
@@ -113,9 +110,9 @@ class ConditionEvaluator:
         raise ExplanationError(f"cannot evaluate {type(cond).__name__}")
 
     def _preceding(self, cond: PrecedingRegex, ids: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        rx = re.compile(cond.pattern, _flags(cond.case_sensitive))
-        cache = self._text_cache.setdefault((cond.pattern, _flags(cond.case_sensitive)), {})
+        cache = self._text_cache.setdefault((cond.pattern, bool(cond.case_sensitive)), {})
         ids_np = ids.cpu().numpy()
+        search = BoundedSearch(cond.pattern, cond.case_sensitive, len(ids_np), cond.kind)
         starts = segment_starts(seg.cpu()).numpy()
         pieces = self.vocab.pieces
         lens = np.fromiter((len(pieces[i]) for i in ids_np), dtype=np.int64, count=len(ids_np))
@@ -129,7 +126,7 @@ class ConditionEvaluator:
             window = text[chars[lo[t]] : chars[t]]
             hit = cache.get(window)
             if hit is None:
-                hit = cache[window] = rx.search(window) is not None
+                hit = cache[window] = search(window)
             out[t] = hit
         return torch.from_numpy(out).to(ids.device)
 

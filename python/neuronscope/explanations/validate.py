@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ..errors import ExplanationError
+from .patterns import compile_pattern
 
 
 def tokens_field(values: Any, where: str) -> tuple[str, ...]:
@@ -25,9 +25,9 @@ def pattern_field(pattern: Any, case_sensitive: bool, where: str) -> str:
     if not isinstance(pattern, str) or not pattern:
         raise ExplanationError(f"{where}.pattern must be a non-empty string")
     try:
-        re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
-    except re.error as e:
-        raise ExplanationError(f"{where}.pattern {pattern!r} is not a valid regex: {e}") from None
+        compile_pattern(pattern, case_sensitive)  # valid, and not too slow (see patterns.py)
+    except ExplanationError as e:
+        raise ExplanationError(f"{where}.{e}") from None
     return pattern
 
 
