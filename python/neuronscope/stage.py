@@ -53,8 +53,11 @@ class Stage:
 
 
 def failure_row(fields: dict, exc: BaseException, **extra: object) -> dict:
-    """The row recorded for a neuron whose work failed: its key fields, ``error`` and anything in ``extra``."""
-    return {**fields, "error": f"{type(exc).__name__}: {exc}", **extra}
+    """The row recorded for a neuron whose work failed: its key fields, ``error`` (credential-shaped strings
+    redacted: an error may quote what a server said) and anything in ``extra``."""
+    from .llm.redact import redact
+
+    return {**fields, "error": redact(f"{type(exc).__name__}: {exc}"), **extra}
 
 
 async def guarded(fields: dict, job: Awaitable[dict], on_error: Callable[[], dict] | None = None) -> dict:

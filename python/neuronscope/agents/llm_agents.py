@@ -25,6 +25,7 @@ from ..errors import ExplanationError
 from ..explanations.conditions import ConditionEvaluator
 from ..explanations.model import Condition, Explanation, Mode, condition_from_dict
 from ..llm.errors import LLMResponseError
+from ..llm.redact import redact, secrets_from_env
 from ..prompts import conditions_doc, load_prompt
 from ..scoring.batch import score_conditions
 from ..scoring.evidence import NeuronEvidence, Window
@@ -263,15 +264,19 @@ async def ask_role(llm, role: str, validator, log, **values: object) -> Any:
     the exchange or the failure (with the model's last reply)."""
     spec = ROLES[role]
     p = load_prompt(spec.prompt)
-    cap = getattr(getattr(llm, "config", None), "max_tokens", None)  # the run's budget caps every role's
+    config = getattr(llm, "config", None)
+    cap = getattr(config, "max_tokens", None)  # the run's budget caps every role's
+    # The client redacts what the server says; this is the second line for any other ``llm`` object.
+    secrets = secrets_from_env([getattr(config, "api_key_env", None)])
     budget = min(spec.max_tokens, cap) if isinstance(cap, int) else spec.max_tokens
     try:
         res = await llm.chat_json(p.messages(**values), validator=validator, json_schema=spec.schema,
                                   schema_hint=spec.hint, max_tokens=budget)
     except LLMResponseError as e:
-        log(p.tag, error=str(e)[:500], reply=(e.raw_text or "")[:2000], finish_reason=e.finish_reason)
+        log(p.tag, error=redact(str(e), secrets)[:500], reply=redact(e.raw_text or "", secrets)[:2000],
+            finish_reason=e.finish_reason)
         return None
-    log(p.tag, reply=res.text[:2000], cached=res.cached, attempts=res.attempts)
+    log(p.tag, reply=redact(res.text, secrets)[:2000], cached=res.cached, attempts=res.attempts)
     return res.parsed
 
 

@@ -17,6 +17,7 @@ from .errors import (
     LLMLogprobsUnavailable,
     LLMRateLimited,
     LLMResponseError,
+    LLMResponseTooLarge,
     LLMTimeout,
     retry_after_seconds,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "LLMLogprobsUnavailable",
     "LLMRateLimited",
     "LLMResponseError",
+    "LLMResponseTooLarge",
     "LLMTimeout",
     "ResponseCache",
     "TokenLogprob",

@@ -3,7 +3,8 @@
 The key is the sha256 of the canonical JSON of (endpoint, model, request body); fields that do not change the
 answer (``stream``, and any credential a caller might have put in the body) are left out. Only responses the
 client accepted are stored: errors never are, so a re-run retries exactly what failed. Requests and API keys
-are not stored at all, only the key's hash and the response.
+are not stored at all, only the key's hash and the response, with anything shaped like a credential redacted
+(``redact.py``; the client has already removed its own key from it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LLMError
+from .redact import redact_json
 
 _FORMAT_VERSION = 1
 # Not part of what the server answers, or secret: never hashed, so never a reason for a cache miss.
@@ -87,7 +89,7 @@ class ResponseCache:
     def put(self, key: str, *, endpoint: str, model: str, response: Mapping[str, Any],
             request_id: str | None = None) -> None:
         """Stores (or replaces) the response for ``key``; call it only for responses that were accepted."""
-        payload = json.dumps(response, ensure_ascii=False, separators=(",", ":"))
+        payload = json.dumps(redact_json(response), ensure_ascii=False, separators=(",", ":"))
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO responses (key, endpoint, model, request_id, response, created) "

@@ -6,8 +6,15 @@ connections) with exponential backoff and full jitter, honouring ``Retry-After``
 with a typed error naming the status and the server's own message. Accepted responses go to an optional
 sqlite cache; tokens, requests and cost are accounted per tag and per run.
 
+Every attempt must bring its whole answer within ``deadline_s`` and at most ``max_response_bytes`` of body
+(``transport.py``: a stream with a byte count), so a server that drips bytes, stalls, or sends an
+endless body cannot hold a request or fill memory: the first is a timeout (retried), the second an unusable
+response (not retried).
+
 The API key is read from the environment variable the config names, put in the Authorization header and
-nowhere else: not in the config, a repr, a log line, the cache, or a result.
+nowhere else: not in the config, a repr, a log line, the cache, or a result. A server that echoes it back
+does not get it written anywhere either: every response and server message is redacted (``redact.py``) as it
+arrives, before the cache, the results and the errors see it.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from .errors import (
     server_message,
 )
 from .parse import ChatResult, CompletionResult, chat_result, completion_result, extract_json, token_usage
+from .redact import redact, redact_json
+from .transport import deadline, post_capped
 from .usage import Usage, current_tag
 
 __all__ = ["LLMClient", "LLMConfig", "normalize_base_url", "retry_after_seconds"]
@@ -87,6 +96,8 @@ class LLMClient:
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
         self._sem: asyncio.Semaphore | None = None
+        self._secrets: tuple[str, ...] = ()
+        """The API key sent, redacted from everything the server says."""
         self._schema_ok = True
         """False once the server refused a JSON-schema ``response_format`` (some only take ``json_object``)."""
 
@@ -100,6 +111,7 @@ class LLMClient:
         key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"
+            self._secrets = (key,)
         self._http = httpx.AsyncClient(
             headers=headers, timeout=httpx.Timeout(cfg.timeout_s), transport=self._transport,
             # An HTTP(S)_PROXY from the environment cannot reach this machine's loopback (local vLLM, Ollama).
@@ -291,18 +303,20 @@ class LLMClient:
         for attempt in range(cfg.max_retries + 1):
             self.usage.record(tag, requests=1, retries=int(attempt > 0))
             try:
-                async with self._sem:
-                    response = await self._http.post(url, json=body)
+                async with self._sem, deadline(cfg.request_deadline_s):
+                    response = await post_capped(self._http, url, body, cfg.max_response_bytes, self._secrets)
             except httpx.TimeoutException as exc:
                 failure = LLMTimeout(url, cfg.timeout_s)
                 failure.__cause__ = exc
+            except asyncio.TimeoutError:  # the deadline, however the server paced its bytes
+                failure = LLMTimeout(url, cfg.timeout_s, deadline_s=cfg.request_deadline_s)
             except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                failure = LLMConnectionError(url, repr(exc))
+                failure = LLMConnectionError(url, redact(repr(exc), self._secrets))
                 failure.__cause__ = exc
             else:
-                request_id = response.headers.get("x-request-id")
+                request_id = redact(response.headers.get("x-request-id"), self._secrets)
                 try:
-                    data = response.json()
+                    data = redact_json(response.json(), self._secrets)
                 except ValueError:
                     data = None
                 ok = response.status_code == 200 and isinstance(data, Mapping)
@@ -313,7 +327,8 @@ class LLMClient:
                     return data, request_id
                 if response.status_code == 200 and not ok:
                     raise LLMResponseError(f"{url} answered HTTP 200 with a body that is not a JSON object: "
-                                           f"{server_message(response, None)}", request_id=request_id)
+                                           f"{redact(server_message(response, None), self._secrets)}",
+                                           request_id=request_id)
                 failure = self._http_error(url, response, data, request_id)
                 if not retryable_status(failure.status):
                     failure.attempts = attempt + 1
@@ -336,7 +351,7 @@ class LLMClient:
             state = "set" if env and os.environ.get(env) else "not set"
             hint = f" (API key read from ${env}, which is {state})" if env else " (no api_key_env configured)"
         cls = LLMRateLimited if status == 429 else LLMHTTPError
-        return cls(url, status, server_message(response, data), request_id=request_id,
+        return cls(url, status, redact(server_message(response, data), self._secrets), request_id=request_id,
                    retry_after=retry_after_seconds(response.headers), hint=hint)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:

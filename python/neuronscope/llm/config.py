@@ -22,7 +22,14 @@ class LLMConfig:
     concurrency: int = 8
     """Requests in flight at most."""
     timeout_s: float = 120.0
-    """Per request (connect, write, and each read)."""
+    """Per phase of a request: connect, write, and each read."""
+    deadline_s: float | None = None
+    """The whole answer of one attempt (connect, send, headers and the complete body) must arrive within this,
+    however the server paces its bytes; None: 1.5 x ``timeout_s``. Past it the attempt is a timeout, retried
+    like one, so a call takes at most about (``max_retries`` + 1) x deadline plus the backoff."""
+    max_response_bytes: int = 16 << 20
+    """Largest response body read (decoded bytes); a larger or endless one is an unusable response (not
+    retried), so a misbehaving server cannot fill memory."""
     max_retries: int = 5
     """Retries after the first attempt, for transient failures only."""
     backoff_base_s: float = 1.0
@@ -47,6 +54,10 @@ class LLMConfig:
             raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.timeout_s <= 0:
             raise ConfigError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if self.deadline_s is not None and not self.deadline_s > 0:
+            raise ConfigError(f"deadline_s must be > 0 or None, got {self.deadline_s}")
+        if self.max_response_bytes < 1:
+            raise ConfigError(f"max_response_bytes must be >= 1, got {self.max_response_bytes}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.backoff_base_s < 0 or self.backoff_max_s < 0 or self.retry_after_max_s < 0:
@@ -57,6 +68,11 @@ class LLMConfig:
             if (getattr(self, name) or 0) < 0:
                 raise ConfigError(f"{name} must be >= 0")
         normalize_base_url(self.base_url)
+
+    @property
+    def request_deadline_s(self) -> float:
+        """``deadline_s``, or its default derived from ``timeout_s``."""
+        return self.deadline_s if self.deadline_s is not None else 1.5 * self.timeout_s
 
     @property
     def api_root(self) -> str:

@@ -24,6 +24,7 @@ __all__ = [
     "LLMLogprobsUnavailable",
     "LLMRateLimited",
     "LLMResponseError",
+    "LLMResponseTooLarge",
     "LLMTimeout",
     "retry_after_seconds",
     "retryable_status",
@@ -50,13 +51,16 @@ class LLMRateLimited(LLMHTTPError):
 
 
 class LLMTimeout(LLMError):
-    """No complete answer within ``timeout_s``, on every attempt."""
+    """No complete answer within ``timeout_s`` (one phase) or ``deadline_s`` (the whole answer), on every attempt."""
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, deadline_s: float | None = None) -> None:
         super().__init__(url, timeout_s)
-        self.url, self.timeout_s, self.attempts = url, timeout_s, 1
+        self.url, self.timeout_s, self.deadline_s, self.attempts = url, timeout_s, deadline_s, 1
 
     def __str__(self) -> str:
+        if self.deadline_s is not None:
+            return (f"{self.url} sent no complete answer within the deadline (deadline_s={self.deadline_s:g}): "
+                    f"the server is stalled or pacing its bytes{_gave_up(self.attempts)}")
         return f"request to {self.url} timed out (timeout_s={self.timeout_s}){_gave_up(self.attempts)}"
 
 
@@ -83,6 +87,16 @@ class LLMResponseError(LLMError):
         self.raw_text = raw_text
         self.finish_reason = finish_reason
         self.request_id = request_id
+
+
+class LLMResponseTooLarge(LLMResponseError):
+    """The response body grew past ``max_response_bytes`` (an endless or huge body): unusable, not retried."""
+
+    def __init__(self, url: str, limit: int, request_id: str | None = None) -> None:
+        super().__init__(f"{url} sent a response body of more than {limit} bytes (max_response_bytes); an LLM "
+                         "reply is a few kB, so the server is misbehaving (or raise max_response_bytes)",
+                         request_id=request_id)
+        self.url, self.limit = url, limit
 
 
 class LLMLogprobsUnavailable(LLMResponseError):
