@@ -437,6 +437,19 @@ COMMANDS = {"run": _cmd_run, "report": _cmd_report, "search": _cmd_search, "eval
             "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score}
 
 
+_RESUMES = "rerun the same command to resume: what finished is kept"
+INTERRUPTED = {
+    "mine": "rerun the same command to resume from the last checkpoint",
+    "run": "rerun the same command to resume: each stage keeps what it finished (mining from its last checkpoint)",
+    "explain": _RESUMES + " in --out, and only the missing neurons are done", "score": _RESUMES + " in --out",
+    "eval": _RESUMES + " (explanations are resumed in --out)",
+    "report": "the report was not finished (it has no checkpoint, and the pages written so far may mix old and "
+              "new); rerun the same command to build it whole",
+}
+"""What Ctrl-C leaves behind and what to do, per command (a command not named here resumes nothing)."""
+_INTERRUPTED_OTHER = "nothing is resumed; rerun the command to start it again"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -445,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"neuronscope {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        print(f"interrupted: {INTERRUPTED.get(args.command, _INTERRUPTED_OTHER)}", file=sys.stderr)
         return 130
 
 

@@ -11,8 +11,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import ConfigError, StoreError
-from ..explanations.files import read_jsonl
+from ..errors import ConfigError, ExplanationError, StoreError
 from ..io import write_json
 from ..search import fingerprint
 
@@ -27,6 +26,48 @@ def _paths(run: Path, store: str | Path | None, explanations: str | Path | None)
     if not expl.exists():
         raise StoreError(f"{expl}: no explanations file (run `neuronscope explain` or `neuronscope run` first)")
     return store_dir, expl
+
+
+_EXPLAIN_OUTPUT = "give --explanations the .jsonl that `neuronscope explain` (or `neuronscope run`) wrote"
+
+
+def read_rows(expl: Path) -> list[tuple[tuple[int, int], dict]]:
+    """((layer, index), row) of every explained line of an ``explain`` output; failure rows (neurons whose work
+    failed, retried by the next ``explain``) are left out. A file that is not such an output is a StoreError
+    saying what is wrong with which line, and what to give instead; an invalid explanation an ExplanationError."""
+    from ..explanations.model import Explanation
+    from .data import defined_scores
+
+    try:
+        text = expl.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise StoreError(f"{expl} is not an explanations file (it is not UTF-8 text); {_EXPLAIN_OUTPUT}") from None
+    except OSError as e:
+        raise StoreError(f"cannot read the explanations file {expl}: {e.strerror or e}") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except ValueError:
+            raise StoreError(f"{expl}:{n} is not JSON, so {expl.name} is not an explanations file (or that line "
+                             f"is damaged); {_EXPLAIN_OUTPUT}, or repair line {n}") from None
+        if not isinstance(r, dict):
+            raise StoreError(f"{expl}:{n} holds a JSON {type(r).__name__}, not an object; {_EXPLAIN_OUTPUT}")
+        try:
+            key = (int(r["layer"]), int(r["index"]))
+        except (KeyError, TypeError, ValueError):
+            raise StoreError(f"{expl}:{n} has no integer layer/index ({str(r)[:80]}); {_EXPLAIN_OUTPUT}") from None
+        if "error" in r and "explanation" not in r:
+            continue
+        if not isinstance(r.get("explanation"), dict) or not isinstance(r.get("method"), str):
+            raise StoreError(f"{expl}:{n} has no 'explanation' object and 'method' name: the report reads the rows "
+                             f"of an explain output, not bare explanations; {_EXPLAIN_OUTPUT}")
+        # Validated now, before any heavy work: a malformed explanation or a too-slow regex is named with its line.
+        Explanation.from_dict(defined_scores(r["explanation"]), f"{expl.name}:{n}")
+        out.append((key, r))
+    return out
 
 
 def report_is_current(run: str | Path, out: str | Path) -> bool:
@@ -65,17 +106,14 @@ def build_report(run: str | Path, out: str | Path | None = None, *, store=None, 
             raise StoreError(f"{expl}: no explanations file (run `neuronscope explain` or `neuronscope run` first)")
     else:
         store_dir, expl = _paths(run, store, explanations)
-        store = open_store(store_dir)
-    rows = read_jsonl(expl, "an explanations file")
     by_neuron: dict[tuple[int, int], list[dict]] = {}
-    for r in rows:
-        try:
-            key = (int(r["layer"]), int(r["index"]))
-        except (KeyError, TypeError, ValueError):
-            raise StoreError(f"{expl}: a line without integer layer/index ({str(r)[:80]})") from None
+    for key, r in read_rows(expl):  # before the store opens: a wrong file is told at once
         by_neuron.setdefault(key, []).append(r)
     if not by_neuron:
-        raise ConfigError(f"{expl}: no explained neurons to report")
+        raise ConfigError(f"{expl}: no explained neurons to report (the file is empty or holds only failed "
+                          "neurons: rerun `neuronscope explain` to do or retry them)")
+    if not isinstance(store, NeuronStore):
+        store = open_store(store_dir)
     missing = [k for k in by_neuron if k[0] not in store.layers or not 0 <= k[1] < store.n_neurons]
     if missing:
         raise StoreError(f"{expl}: neurons {missing[:5]} are not in the store {store.path}")
@@ -94,7 +132,11 @@ def build_report(run: str | Path, out: str | Path | None = None, *, store=None, 
 
         bar = tqdm(total=len(keys), unit="neuron", desc="report", dynamic_ncols=True)
     for layer, i in keys:
-        v = neuron_view(store, evaluator, layer, i, by_neuron[(layer, i)], activations)
+        try:
+            v = neuron_view(store, evaluator, layer, i, by_neuron[(layer, i)], activations)
+        except ExplanationError as e:  # e.g. a pattern too slow to evaluate: name the file and the neuron
+            raise ExplanationError(f"{expl}: the explanation of neuron {layer}:{i} is invalid: {e}; fix or remove "
+                                   "that line") from None
         views.append(v)
         index.append(index_row(v, neuron_page_name(layer, i)))
         if bar is not None:

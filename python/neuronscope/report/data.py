@@ -54,7 +54,7 @@ def _scores(d: object, keys: tuple[str, ...]) -> dict:
     return out
 
 
-def _defined_scores(explanation: dict) -> dict:
+def defined_scores(explanation: dict) -> dict:
     """``explanation`` with undefined scores (NaN, "nan") left out, which ``Explanation.from_dict`` refuses;
     the view reads them from the row itself."""
     def keep(scores: object) -> object:
@@ -96,7 +96,7 @@ def method_view(row: dict, record: NeuronRecord, evaluator: ConditionEvaluator, 
                 sample_left: list[np.ndarray]) -> dict:
     """One explainer's section of a neuron page from its ``explain`` output line."""
     raw = row["explanation"]
-    e = Explanation.from_dict(_defined_scores(raw) if isinstance(raw, dict) else raw)
+    e = Explanation.from_dict(defined_scores(raw) if isinstance(raw, dict) else raw)
     raw_modes = raw.get("modes") if isinstance(raw, dict) and isinstance(raw.get("modes"), list) else []
     held = row.get("heldout") or {}
     top = record.top
