@@ -135,3 +135,30 @@ def test_token_store_writer_joins_pieces_into_one_document(tmp_path):
     w.add(np.array([1, 2, 3], np.uint32))
     w.add(np.array([4], np.uint32))
     assert w.finish({}).fingerprint == store.fingerprint
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing", "2-d", "floats", "decreasing"])
+def test_damaged_docs_npy_is_named_not_called_pickled(tmp_path, minilm_tok, damage):
+    """Issue 17 item 20: a garbage docs.npy was reported as "contains pickled data"."""
+    from neuronscope.corpus.tokenstore import TokenStore
+    from neuronscope.errors import StoreError
+
+    f = tmp_path / "c.txt"
+    f.write_text("one document here.\n\nand a second one.\n")
+    build_token_store(CorpusSpec(str(f)), minilm_tok, tmp_path / "tok", workers=1)
+    docs = tmp_path / "tok" / "docs.npy"
+    TokenStore(tmp_path / "tok")  # sound before the damage
+    if damage == "garbage":
+        docs.write_bytes(b"\x80\x03not an npy file at all" * 10)
+    elif damage == "missing":
+        docs.unlink()
+    elif damage == "2-d":
+        np.save(docs, np.zeros((2, 2), dtype=np.int64))
+    elif damage == "floats":
+        np.save(docs, np.array([0.0, 1.5]))
+    else:
+        np.save(docs, np.array([0, 9, 3], dtype=np.int64))
+    with pytest.raises(StoreError, match=r"docs\.npy") as e:
+        TokenStore(tmp_path / "tok")
+    assert "pickled" not in str(e.value)
+    assert "mine again" in str(e.value)

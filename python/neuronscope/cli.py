@@ -1,5 +1,5 @@
-"""The ``neuronscope`` command line: ``run`` (the whole job), ``mine``, ``info``, ``merge``, ``neuron``, ``explain``,
-``score``, ``export``, ``eval``, ``report``, ``search``.
+"""The ``neuronscope`` command line: ``run`` (the whole job), ``mine``, ``info``, ``verify``, ``merge``, ``neuron``,
+``explain``, ``score``, ``export``, ``eval``, ``report``, ``search``, ``bench``.
 
 One meaning per flag: ``--model`` is the subject model and ``--backend`` the miner (``mine``, ``run``);
 ``--explain-backend`` picks the explainer, ``--llm-model`` the model on the LLM server, ``--method`` the methods.
@@ -8,7 +8,7 @@ spellings (``--backend`` in ``explain``/``eval``, ``--model`` in ``explain``/``s
 work for one more release and say so on stderr. Only argparse, json and the errors are imported at start:
 ``neuronscope --help`` loads no torch.
 
-Why this module is long: it is the whole command line, eleven commands each with its parser and a short
+Why this module is long: it is the whole command line, thirteen commands each with its parser and a short
 handler that imports its stage and calls it; a flag and the code that reads it stay in one file.
 """
 
@@ -19,6 +19,8 @@ import json
 import sys
 from typing import Any
 
+from .bench.cli import add_parser as _add_bench
+from .bench.cli import command as _cmd_bench
 from .errors import NeuronscopeError
 
 EXPLAIN_BACKENDS = ("offline", "openai", "local")
@@ -421,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "$NEURONSCOPE_MODEL, else the manifest's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0, help="seed of the recomputed sample")
+    _add_bench(sub)
+    for p in sub.choices.values():  # wherever a subject model is named, pickle weights need an explicit yes
+        if any("--model" in act.option_strings for act in p._actions):
+            p.add_argument("--allow-pickle", action="store_true",
+                           help="load pickle weights (pytorch_model.bin) when a model has no safetensors: "
+                                "unpickling can run code, so only for weights you trust")
     return parser
 
 
@@ -434,7 +442,7 @@ def _cmd_verify(a: argparse.Namespace) -> int:
 
 COMMANDS = {"run": _cmd_run, "report": _cmd_report, "search": _cmd_search, "eval": _cmd_eval,
             "verify": _cmd_verify, "export": _cmd_export, "explain": _cmd_explain, "mine": _cmd_mine, "info": _cmd_info,
-            "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score}
+            "merge": _cmd_merge, "neuron": _cmd_neuron, "score": _cmd_score, "bench": _cmd_bench}
 
 
 _RESUMES = "rerun the same command to resume: what finished is kept"
@@ -452,6 +460,10 @@ _INTERRUPTED_OTHER = "nothing is resumed; rerun the command to start it again"
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "allow_pickle", False):  # read by models.loading, also when a store reloads its model
+        import os
+
+        os.environ["NEURONSCOPE_ALLOW_PICKLE"] = "1"
     try:
         return COMMANDS[args.command](args)
     except NeuronscopeError as e:

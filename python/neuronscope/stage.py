@@ -44,8 +44,9 @@ class Stage:
     desc: str = "stage"
     """Progress bar label."""
     chunk: int = 16
-    prepare: Callable[[list[int]], None] | None = None
-    """Called once with the layers that have work, before any chunk (e.g. one caching forward pass)."""
+    prepare: Callable[[list[int]], bool | None] | None = None
+    """Called with the layers that have work, before any chunk (e.g. one caching forward pass); when it returns
+    False (the cache would not fit in memory), it is called again with one layer before that layer's chunks."""
     postfix: Callable[[], dict] | None = None
     """Extra progress fields after each chunk (e.g. LLM tokens)."""
     retry_failed: bool = True
@@ -162,9 +163,11 @@ async def _run_locked(stage: Stage, out: Path, neurons: Sequence[tuple[int, int]
 
         bar = tqdm(total=len(todo), unit="neuron", desc=stage.desc, dynamic_ncols=True)
     try:
-        if todo and stage.prepare is not None:
-            stage.prepare(sorted(by_layer))
+        # Every layer's cache in one pass when memory allows; else one layer at a time (prepare said False).
+        whole = not (todo and stage.prepare is not None) or stage.prepare(sorted(by_layer)) is not False
         for layer, indices in sorted(by_layer.items()):
+            if not whole:
+                stage.prepare([layer])  # type: ignore[misc]
             for a in range(0, len(indices), stage.chunk):
                 part = indices[a : a + stage.chunk]
                 want = set().union(*(todo[(layer, i)] for i in part))

@@ -24,6 +24,22 @@ from ..io import atomic_dir, write_json
 FORMAT = 1
 
 
+def _doc_offsets(path: Path) -> np.ndarray:
+    """``docs.npy``: int64 ``(n_docs + 1,)`` non-decreasing document offsets, or a StoreError that says so."""
+    fix = "restore the store from a copy, or mine again into a new --out"
+    try:
+        offsets = np.load(path / "docs.npy", allow_pickle=False)
+    except FileNotFoundError:
+        raise StoreError(f"corrupt token store {path}: docs.npy is missing; {fix}") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise StoreError(f"corrupt token store {path}: docs.npy is not the document-offset array neuronscope writes "
+                         f"({type(e).__name__}); {fix}") from None
+    if offsets.ndim != 1 or offsets.dtype.kind not in "iu" or len(offsets) < 1 or (np.diff(offsets) < 0).any():
+        raise StoreError(f"corrupt token store {path}: docs.npy holds a {offsets.dtype} array of shape "
+                         f"{offsets.shape}, not non-decreasing integer document offsets; {fix}")
+    return offsets
+
+
 class TokenStore:
     """Read access to a token store directory."""
 
@@ -32,9 +48,9 @@ class TokenStore:
         meta_file = self.path / "meta.json"
         if not meta_file.exists():
             raise StoreError(f"{self.path} is not a token store (no meta.json)")
+        self.doc_offsets = _doc_offsets(self.path)
         try:
             self.meta = json.loads(meta_file.read_text())
-            self.doc_offsets = np.load(self.path / "docs.npy")
             n = int(self.meta["n_tokens"])
             self.tokens = (
                 np.memmap(self.path / "tokens.bin", dtype=np.uint32, mode="r", shape=(n,))

@@ -122,7 +122,8 @@ def build_report(run: str | Path, out: str | Path | None = None, *, store=None, 
     from ..activations import activation_source
 
     activations = activations if activations is not None else activation_source(store)
-    activations.prepare(sorted({k[0] for k in by_neuron}))
+    # Every layer at once when the cache fits in memory, else one layer at a time (keys are sorted by layer).
+    whole = activations.prepare(sorted({k[0] for k in by_neuron}))
     evaluator = ConditionEvaluator(Vocab.from_tokenizer(store.tokenizer()))
     views, index = [], []
     keys = sorted(by_neuron)
@@ -132,6 +133,8 @@ def build_report(run: str | Path, out: str | Path | None = None, *, store=None, 
 
         bar = tqdm(total=len(keys), unit="neuron", desc="report", dynamic_ncols=True)
     for layer, i in keys:
+        if not whole and not activations.is_lookup(layer):
+            activations.prepare([layer])
         try:
             v = neuron_view(store, evaluator, layer, i, by_neuron[(layer, i)], activations)
         except ExplanationError as e:  # e.g. a pattern too slow to evaluate: name the file and the neuron
