@@ -13,8 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", default=None, help="comma-separated sections (mining, miner, scoring, clustering, "
                                                 "gpu, scaling); default all")
     p.add_argument("--model", action="append", default=None,
-                   help="a model to mine (repeatable): a built-in name or a local directory; default MiniLM and "
-                        "every installed packaged decoder (MiniLM only with --quick)")
+                   help="a model to mine (repeatable): a built-in name or a local directory; default MiniLM and, "
+                        "when installed, SmolLM2-135M (MiniLM only with --quick)")
     p.add_argument("--scaling-sizes", default=None,
                    help="corpus sizes of the scaling curve, e.g. 1M,4M,16M (default 131k,524k,2.1M; quick 16k,64k)")
     p.add_argument("--scaling-model", default="random-llama",

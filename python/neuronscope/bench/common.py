@@ -81,7 +81,18 @@ def total_memory_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far (Linux reports KiB, macOS bytes)."""
+    """This process's peak resident set size so far.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this program's own memory —
+    ``ru_maxrss`` survives ``exec``, so a child started from a large parent would report the parent's size.
+    Elsewhere ``ru_maxrss`` (macOS reports bytes, the others KiB)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 

@@ -27,12 +27,15 @@ from .common import Steps
 
 
 def bench_mining(model: str, workdir: Path, *, tokens: int, early_tokens: int, batch_tokens: int = 8192,
-                 backend: str | None = None, corpus: str = "pydoc", progress: bool = True) -> dict[str, Any]:
+                 backend: str | None = None, corpus: str = "pydoc", repeats: int = 1,
+                 progress: bool = True) -> dict[str, Any]:
     """Tokens/s of ``mine()`` vs a bare forward of ``model`` over ``tokens`` tokens of ``corpus``.
 
     Returns ``{"model", "neurons_mined", "tokens", "early": {...}, "steady": {...}, ...}``: per phase the
     tokens, seconds and tokens/s of mining and of the bare forward, and ``ratio_to_bare`` (mined tok/s
-    over bare tok/s; 1.0 = mining is free).
+    over bare tok/s; 1.0 = mining is free). ``repeats``: each ``mine()`` run (and each bare pass, one more
+    than that) is repeated into a fresh directory and the fastest kept — timing noise on a shared machine is
+    one-sided, it only ever adds time.
     """
     import torch
 
@@ -41,7 +44,7 @@ def bench_mining(model: str, workdir: Path, *, tokens: int, early_tokens: int, b
     from ..mining.run import mine
     from ..models import load_subject
 
-    steps = Steps(f"bench mining {model}", 6, progress)
+    steps = Steps(f"bench mining {model}", 4 + 2 * repeats, progress)
     try:
         t = time.perf_counter()
         subject = load_subject(model)
@@ -83,30 +86,36 @@ def bench_mining(model: str, workdir: Path, *, tokens: int, early_tokens: int, b
         with torch.inference_mode():  # the first forward pays allocations and kernel selection: not timed
             ids, mask, _, _ = pk.batch(ts, starts[:per], lengths[:per])
             subject.model(input_ids=ids, attention_mask=mask, **extra)
-        bare1 = bare()
+        bares = [bare()]
         steps("bare forward")
-        wall: dict[str, float] = {}
+        wall: dict[str, float] = {"early": float("inf"), "all": float("inf")}
         seen: dict[str, int] = {}
-        for name, n in (("early", early_tokens), ("all", tokens)):
-            t = time.perf_counter()
-            store = mine(subject, spec, runs[name], max_tokens=n, batch_tokens=batch_tokens, backend=backend,
-                         progress=progress, checkpoint_seconds=300.0)
-            wall[name] = time.perf_counter() - t
-            seen[name] = int(store.manifest["tokens_seen"])
-            steps(f"mined {name}")
+        for r in range(repeats):
+            for name, n in (("early", early_tokens), ("all", tokens)):
+                for leftover in runs[name].iterdir():  # a fresh store each time; the token store is kept
+                    if leftover.name != "tokens" and leftover.is_dir():
+                        shutil.rmtree(leftover)
+                    elif leftover.name != "tokens":
+                        leftover.unlink()
+                t = time.perf_counter()
+                store = mine(subject, spec, runs[name], max_tokens=n, batch_tokens=batch_tokens, backend=backend,
+                             progress=progress, checkpoint_seconds=300.0)
+                wall[name] = min(wall[name], time.perf_counter() - t)
+                seen[name] = int(store.manifest["tokens_seen"])
+            steps(f"mined, round {r + 1}")
+            bares.append(bare())
+            steps(f"bare forward, round {r + 1}")
         backend_name = store.manifest.get("backend")
-        bare2 = bare()
-        steps("bare forward again")
     finally:
         steps.close()
-    bare_early, bare_rest = min(bare1[0], bare2[0]), min(bare1[1], bare2[1])
+    bare_early, bare_rest = min(b[0] for b in bares), min(b[1] for b in bares)
     steady_tokens = seen["all"] - seen["early"]
     steady_s = max(wall["all"] - wall["early"], 1e-9)
     out: dict[str, Any] = {
         "model": model, "architecture": subject.model_type, "layers": subject.n_layers,
         "neurons_mined": subject.n_layers * subject.n_neurons, "corpus": corpus, "tokens": seen["all"],
         "seq_len": pk.seq_len, "batch_tokens": batch_tokens, "backend": backend_name,
-        "model_load_seconds": round(load_s, 2),
+        "model_load_seconds": round(load_s, 2), "repeats": repeats,
         "early": _phase(seen["early"], wall["early"], bare_early),
         "steady": _phase(steady_tokens, steady_s, bare_rest),
     }

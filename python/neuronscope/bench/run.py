@@ -24,22 +24,24 @@ SECTIONS = ("mining", "miner", "scoring", "clustering", "gpu", "scaling")
 # Sizes per mode: --quick is for CI and a first look (about a minute on 2 cores); the default takes a few
 # minutes; the full scaling curve is asked for with --scaling-sizes 1M,4M,16M.
 SIZES = {
-    "quick": dict(mining_tokens=16384, mining_early=8192, decoder_tokens=8192, decoder_early=4096,
+    "quick": dict(mining_tokens=16384, mining_early=8192, mining_repeats=1, decoder_tokens=8192, decoder_early=4096,
                   miner_batches=4, miner_warmup=2, scoring_candidates=2000, scoring_tokens=200_000,
                   cluster_problems=200, cluster_points=128, scaling_sizes=[16384, 65536]),
-    "default": dict(mining_tokens=131072, mining_early=16384, decoder_tokens=32768, decoder_early=8192,
+    "default": dict(mining_tokens=131072, mining_early=16384, mining_repeats=2, decoder_tokens=32768,
+                    decoder_early=8192,
                     miner_batches=12, miner_warmup=4, scoring_candidates=2000, scoring_tokens=1_000_000,
                     cluster_problems=2000, cluster_points=256, scaling_sizes=[131072, 524288, 2097152]),
 }
 
 
 def default_models(quick: bool) -> list[str]:
-    """MiniLM always; with the full run, every packaged decoder whose weights are installed here."""
+    """MiniLM always; without --quick also SmolLM2-135M, the smallest real decoder, when its weights are installed
+    (the larger packaged decoders, gemma3-270m and qwen2.5-0.5b, are one ``--model`` away)."""
     if quick:
         return ["minilm"]
-    from ..models.packaged import PACKAGED, installed
+    from ..models.packaged import installed
 
-    return ["minilm", *[name for name in PACKAGED if installed(name)]]
+    return ["minilm", *(["smollm2-135m"] if installed("smollm2-135m") else [])]
 
 
 def parse_size(text: str) -> int:
@@ -85,7 +87,8 @@ def run_bench(out: Path, *, quick: bool = False, sections: tuple[str, ...] = SEC
         for m in models:
             dec = m != "minilm"
             per[m] = bench_mining(m, work / f"mining_{m}", tokens=size["decoder_tokens" if dec else "mining_tokens"],
-                                  early_tokens=size["decoder_early" if dec else "mining_early"], progress=progress)
+                                  early_tokens=size["decoder_early" if dec else "mining_early"],
+                                  repeats=size["mining_repeats"], progress=progress)
         return per
 
     jobs: dict[str, Callable[[], dict]] = {
