@@ -85,8 +85,8 @@ def test_llm_loop_protocol_with_a_scripted_server(planted):  # noqa: F811
     assert {m.label for m in e.modes} == {"return/value", "bracketed numbers"}
     roles = [t["role"] for t in res.transcript]
     assert roles[:2] == ["hypothesis", "hypothesis@v2"]
-    assert "decomposition@v2" in roles
-    assert "refinement@v2" in roles
+    assert "decomposition@v3" in roles
+    assert "refinement@v3" in roles
     assert any(t["role"] == "decomposition errors" for t in res.transcript)  # the invalid condition was reported
     assert usage["total"]["requests"] >= 5
     assert usage["total"]["prompt_tokens"] > 0
@@ -115,7 +115,7 @@ def test_llm_explain_retries_errors_cache_and_resume(minilm_store, tmp_path):
     garbled = by[(3, 2, "neuronscope")]
     assert "error" not in garbled
     failed = [t for t in garbled["transcript"] if "error" in t]
-    assert {t["role"] for t in failed} >= {"hypothesis@v2", "decomposition@v2", "refinement@v2"}
+    assert {t["role"] for t in failed} >= {"hypothesis@v2", "decomposition@v3", "refinement@v3"}
     assert all("not sure" in t["reply"] for t in failed)
     assert {t["step"] for t in garbled["transcript"] if t["role"] == "fallback"} >= {"hypothesis", "decomposition"}
     assert garbled["explanation"]["modes"]

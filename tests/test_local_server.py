@@ -139,10 +139,10 @@ def test_llm_neuronscope_loop_on_a_real_server(tmp_path):
         assert r["usage"]["requests"] >= 1
         roles = {t["role"] for t in r["transcript"]}
         if r["method"] == "neuronscope":
-            assert {"hypothesis@v2", "decomposition@v2"} <= roles
+            assert {"hypothesis@v2", "decomposition@v3"} <= roles
         for t in r["transcript"]:
             if "error" in t:  # every failure names the role and keeps what the model said
-                assert t["role"].endswith("@v2")
+                assert t["role"].endswith(("@v2", "@v3"))  # the role's prompt version
                 assert "reply" in t
         assert r["explanation"]["modes"]
     print(f"\nlocal loop on 2 neurons: {took:.0f} s")
