@@ -251,7 +251,9 @@ class NeuronStore:
         """``(starts, lengths)`` of the packed sequences (what every recomputation reads: the first call checks
         every token id against the vocabulary, so a bad id is named here, not deep in the model)."""
         if not self._ids_checked:
-            self.check_token_ids(self.tokens.tokens, 0)
+            ts, step = self.tokens, 1 << 22  # read in chunks, not through the map (its pages would stay resident)
+            for a in range(0, ts.n_tokens if self.vocab_size else 0, step):
+                self.check_token_ids(ts.read(a, min(step, ts.n_tokens - a)), a)
             self._ids_checked = True
         return self._layout
 

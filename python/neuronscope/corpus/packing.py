@@ -87,7 +87,7 @@ class Packing:
         p = len(self.prefix)
         for row, (s, n) in enumerate(zip(starts.tolist(), lengths.tolist(), strict=True)):
             ids[row, :p] = self.prefix
-            ids[row, p : p + n] = tokens.tokens[s : s + n]
+            ids[row, p : p + n] = tokens.read(s, n)  # not a memmap slice: nothing stays resident
             ids[row, p + n : p + n + len(self.suffix)] = self.suffix
             mask[row, : p + n + len(self.suffix)] = 1
             index.append(row * width + p + np.arange(n))

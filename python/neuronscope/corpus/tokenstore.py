@@ -12,8 +12,10 @@ to tokens by it, so exemplars are shown in context without re-tokenizing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +64,31 @@ class TokenStore:
             raise StoreError(f"corrupt token store {self.path}: tokens.bin does not hold {n} tokens")
         if self.doc_offsets[-1] != n or self.doc_offsets[0] != 0:
             raise StoreError(f"corrupt token store {self.path}: document offsets do not span the tokens")
+
+    def read(self, start: int, n: int) -> np.ndarray:
+        """Token ids ``[start, start + n)``, uint32 ``(n,)`` (read-only), read with ``pread``.
+
+        Mining and scans read through this rather than slicing :attr:`tokens`: every page of a memory map
+        that is touched stays resident, so streaming 10⁹ tokens through the map would add its 4 GB to the
+        process's RSS; a read leaves nothing mapped.
+        """
+        if n <= 0:
+            return np.zeros(0, np.uint32)
+        if start < 0 or start + n > self.n_tokens:
+            raise StoreError(f"{self.path}: tokens [{start}, {start + n}) are outside the {self.n_tokens} stored")
+        pid = os.getpid()
+        if getattr(self, "_fd", None) is None or self._fd_pid != pid:  # a forked worker opens its own
+            self._fd, self._fd_pid = os.open(self.path / "tokens.bin", os.O_RDONLY), pid
+        buf = os.pread(self._fd, 4 * n, 4 * start)
+        if len(buf) != 4 * n:
+            raise StoreError(f"{self.path}: tokens.bin ended early (read {len(buf) // 4} of {n} tokens at {start})")
+        return np.frombuffer(buf, dtype=np.uint32)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None and getattr(self, "_fd_pid", None) == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     @property
     def n_tokens(self) -> int:
