@@ -58,7 +58,7 @@ def parse_size(text: str) -> int:
     return value
 
 
-def run_bench(out: Path, *, quick: bool = False, sections: tuple[str, ...] = SECTIONS,
+def run_bench(out: str | Path, *, quick: bool = False, sections: tuple[str, ...] = SECTIONS,
               models: list[str] | None = None, scaling_sizes: list[int] | None = None,
               scaling_model: str = "random-llama", workdir: Path | None = None,
               progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -72,6 +72,7 @@ def run_bench(out: Path, *, quick: bool = False, sections: tuple[str, ...] = SEC
     from .mining import bench_mining
     from .scaling import bench_scaling
 
+    out = Path(out)
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
