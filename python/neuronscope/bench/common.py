@@ -37,14 +37,18 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+CODE_PATHS = ("python", "kernels", "csrc", "benchmarks/*.py", "CMakeLists.txt", "pyproject.toml")
+
+
 def git_commit() -> str | None:
-    """The checkout's commit (with ``+dirty`` when the work tree differs), or None outside a checkout."""
+    """The checkout's commit (with ``+dirty`` when its code differs from it), or None outside a checkout."""
     root = Path(__file__).resolve().parents[3]
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        # Dirty = the code differs from the commit (a README edit changes no figure).
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                *CODE_PATHS], capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")
