@@ -43,6 +43,12 @@ def rows(bench: dict, scaling: dict | None) -> list[tuple[str, str, str]]:
                     "scipy loop over every problem", f"{cl['core_seconds']:.2f} vs {cl['scipy_seconds']:.1f} s "
                     f"(**{cl['speedup']:.1f}×**); {cl['identical_partitions']:,}/{cl['problems']:,} partitions "
                     "identical", "bench_cpu.json `clustering`"))
+    km = json.loads((RESULTS / "cluster.json").read_text()) if (RESULTS / "cluster.json").exists() else {}
+    if "faiss_speedup_vs_core" in km and isinstance(km.get("machine"), dict):
+        out.append((f"k-means, one problem of {km['kmeans_points']:,} × 384, k = 16: faiss vs the C++ core",
+                    f"{km['kmeans_faiss_seconds']:.2f} vs {km['kmeans_core_seconds']:.2f} s "
+                    f"({km['faiss_speedup_vs_core']:.1f}×), inertia {100 * (km['faiss_inertia_ratio'] - 1):+.1f}%",
+                    "cluster.json (`benchmarks/bench_cluster.py`)"))
     if scaling and "points" in scaling:
         pts = scaling["points"]
         g = scaling["growth_first_to_last"]
