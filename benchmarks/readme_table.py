@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     scaling_path = Path(a.scaling)
     scaling = json.loads(scaling_path.read_text()).get("scaling") if scaling_path.exists() else None
     m = bench["machine"]
-    print(f"Measured on {m['device']}, commit `{(m['commit'] or '?')[:7]}`, `{m['command']}`:\n")
+    commit = m["commit"] or "?"
+    short = commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
+    print(f"Measured on {m['device']}, commit `{short}`, `{m['command']}`:\n")
     print("| benchmark | result | JSON |\n|---|---|---|")
     for name, result, src in rows(bench, scaling):
         print(f"| {name} | {result} | {src} |")

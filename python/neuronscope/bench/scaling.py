@@ -147,7 +147,8 @@ def bench_scaling(workdir: Path, sizes: list[int], *, model: str = RANDOM_LLAMA,
     if not keep:
         corpus.unlink(missing_ok=True)
     first, last = points[0], points[-1]
-    subject = (f"random Llama ({layers} layer(s), hidden {hidden}, MLP {width})" if model == RANDOM_LLAMA else model)
+    subject = (f"random Llama ({layers} layer{'s' if layers > 1 else ''}, hidden {hidden}, MLP {width})"
+               if model == RANDOM_LLAMA else model)
     return {
         "subject": subject, "corpus": f"synthetic: {words:,} words i.i.d. from pydoc's word frequencies",
         "corpus_seconds": round(corpus_s, 2), "points": points,
