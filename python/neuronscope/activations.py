@@ -34,19 +34,10 @@ CACHE_MEMORY_SHARE = 0.5
 
 def available_memory_bytes() -> int:
     """Memory that can be allocated now without swapping: ``MemAvailable`` (Linux), else a quarter of RAM."""
-    import os
+    from .sysinfo import proc_kib, total_memory_bytes
 
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-    except (ValueError, OSError, AttributeError):
-        return 1 << 30
+    avail = proc_kib("/proc/meminfo", "MemAvailable")
+    return avail if avail is not None else (total_memory_bytes() // 4 or 1 << 30)
 
 
 def cache_budget(max_cache_bytes: int | None = None) -> int:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..sysinfo import proc_kib, total_memory_bytes
+
 
 def cpu_name() -> str:
     """The CPU model as the kernel names it (falls back to the architecture)."""
@@ -77,26 +79,15 @@ def command_line() -> str:
     return " ".join([prog, *sys.argv[1:]])
 
 
-def total_memory_bytes() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
 def peak_rss_bytes() -> int:
     """This process's peak resident set size so far.
 
     Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this program's own memory —
     ``ru_maxrss`` survives ``exec``, so a child started from a large parent would report the parent's size.
     Elsewhere ``ru_maxrss`` (macOS reports bytes, the others KiB)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    hwm = proc_kib("/proc/self/status", "VmHWM")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
