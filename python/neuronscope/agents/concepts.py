@@ -24,8 +24,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..explanations.model import AllOf, Mode, PrecedingRegex, PrevTokenIn, normalise
-from .render import describe_condition, describe_conditions, quote_tokens
+from ..explanations.model import AllOf, Mode, Not, Position, PrecedingRegex, PrevTokenIn, normalise
+from .render import context_phrase, describe_condition, describe_conditions, quote_tokens
 
 MIN_SHARE = 0.7
 """Closed class: share of the mode's activating token mass that must be members."""
@@ -236,8 +236,8 @@ def _contexts(mode: Mode) -> list[str]:
             for s in c.conditions:
                 if isinstance(s, PrevTokenIn) and s.offset == 1:
                     out.append(f"after {quote_tokens(s.tokens, 2)}")
-                elif isinstance(s, PrecedingRegex):
-                    out.append("in context")
+                elif isinstance(s, (PrecedingRegex, Not)):
+                    out.append(context_phrase(s))
     return sorted(set(out))
 
 
@@ -259,6 +259,11 @@ def name_mode(ws, mode: Mode, active: torch.Tensor) -> Mode:
         mode.concept = f"{where} {quote_tokens(toks, 3, '`')}"
         mode.label = mode.concept
         mode.description = f"Tokens {where} {quote_tokens(toks)}: {reading}{graded}"
+        return mode
+    if all(isinstance(c, Position) for c in mode.conditions):  # a position effect, whatever the tokens there
+        mode.label = describe_conditions(mode.conditions)
+        mode.concept = "start of a document" if "first" in mode.label else "position in a document"
+        mode.description = f"Position in the document, not the token: {reading}{graded}"
         return mode
     tokens = mode_tokens(ws, mode, active)
     concept = closed_concept(tokens)

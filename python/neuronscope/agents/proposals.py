@@ -2,7 +2,8 @@
 
 Each function reads the current modes on the workspace's train batch and returns ``(why, new modes)``
 candidates: pruning false positives, generalising a token set to its shape, context
-restriction of imprecise conditions, dropping or merging modes, and new conditions for false negatives.
+restriction of imprecise conditions, dropping or merging modes, new conditions for false negatives, and
+a graded position mode for activating tokens at the start of their documents.
 """
 
 from __future__ import annotations
@@ -14,10 +15,22 @@ import numpy as np
 import torch
 
 from ..explanations.conditions import shifted
-from ..explanations.model import AllOf, Condition, Mode, PrevTokenIn, TokenIn, TokenRegex
+from ..explanations.model import (
+    MAX_OFFSET,
+    AllOf,
+    Condition,
+    Mode,
+    Not,
+    Position,
+    PrecedingRegex,
+    PrevTokenIn,
+    TokenIn,
+    TokenRegex,
+)
 from ..scoring.batch import score_conditions
 from .base import AgentConfig
-from .workspace import SHAPE_REGEXES, Workspace, atoms, build_mode, candidates, key_piece
+from .render import INSIDE_BRACKETS, INSIDE_PARENS, after_words
+from .workspace import POSITION_LADDER, SHAPE_REGEXES, Workspace, atoms, build_mode, candidates, key_piece
 
 
 class Agent(Protocol):
@@ -110,6 +123,23 @@ def restrict_context(agent: Agent, modes: list[Mode], active: torch.Tensor) -> l
     return props
 
 
+def context_twins(a: Mode, b: Mode) -> bool:
+    """Whether two modes are the same words split by a context (``split_context``): one holds ``all(X, C)``,
+    the other ``all(X, not C)``. Such modes never merge: the split was made because the context changes
+    what the words mean to the neuron, and their tokens' contextual vectors are alike by construction."""
+    def sides(m: Mode) -> set[tuple[Condition, Condition, bool]]:
+        out = set()
+        for c in m.conditions:
+            if isinstance(c, AllOf) and len(c.conditions) == 2:
+                base, ctx = c.conditions
+                neg = isinstance(ctx, Not)
+                out.add((base, ctx.condition if neg else ctx, neg))
+        return out
+
+    sa, sb = sides(a), sides(b)
+    return any((base, ctx, not neg) in sb for base, ctx, neg in sa)
+
+
 def drop_or_merge(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
     """Weak modes dropped; near-duplicate modes (similar meaning) merged."""
     ws = agent.ws
@@ -121,7 +151,7 @@ def drop_or_merge(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list
         order = np.argsort([m.strength for m in modes])
         for a, b in itertools.pairwise(order):
             lo, hi = sorted((int(a), int(b)))
-            if not agent.similar(modes[lo], modes[hi], active):
+            if context_twins(modes[lo], modes[hi]) or not agent.similar(modes[lo], modes[hi], active):
                 continue  # different meanings stay apart even when their strengths are alike
             merged = build_mode(ws, atoms(modes[lo]) + atoms(modes[hi]))
             sim = agent.similarity(modes[lo], modes[hi], active)
@@ -163,8 +193,130 @@ def cover_missed(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[
     return props
 
 
+def position_mode(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
+    """A position effect: when many activating tokens are among the first tokens of their documents, a graded
+    position mode (the nested ranges ``[0, k)``, ``k`` chosen by the train score) — in place of the atoms
+    whose activating tokens it holds (a bag of the words that happen to open documents), or beside them.
+
+    Token conditions come first in decomposition (specific before general), so a neuron that fires at the
+    start of every document is first described by the words found there; only this proposal can replace
+    them by what they share.
+    """
+    ws = agent.ws
+    span = POSITION_LADDER[-1]
+    early = active & (ws.position < span)
+    n_early = int(early.sum())
+    if n_early < 3 or n_early < agent.cfg.min_mode_cover * int(active.sum()):
+        return []
+    pos = ws.position[early]
+    # Every span end from the median activating position to past the last one: the train score picks it.
+    lo, hi = float(pos.float().median()), int(pos.max())
+    stops = [k for k in POSITION_LADDER if k > lo and (k <= hi or k == min(x for x in POSITION_LADDER if x > hi))]
+
+    def held(a: Condition, stop: int) -> bool:  # the atom's activating tokens are mostly inside the span
+        hit = ws.mask(a) & active
+        return bool(hit.any()) and float((hit & (ws.position < stop)).sum()) >= 0.8 * float(hit.sum())
+
+    props: list[Proposal] = []
+    for stop in stops:
+        ladder = build_mode(ws, [Position(k) for k in POSITION_LADDER if k <= stop])
+        stripped = []
+        for m in modes:
+            rest = [a for a in atoms(m) if not held(a, stop)]
+            if rest:
+                stripped.append(build_mode(ws, rest) if len(rest) < len(atoms(m)) else m)
+        props += [(f"position mode: the first {stop} tokens of a document, in place of their words",
+                   [*stripped, ladder]),
+                  (f"position mode: the first {stop} tokens of a document", [*modes, ladder])]
+    return props
+
+
+SPLIT_RATIO = 1.5
+"""A context that changes a token set's mean activation by this factor makes two modes (the same words
+meaning different things in the two contexts); a smaller change is graded strength inside one mode."""
+
+
+def _context_splits(ws: Workspace, fires: torch.Tensor) -> list[tuple[Condition, torch.Tensor]]:
+    """Contexts that might split the tokens where ``fires`` (T,) holds: inside brackets, and "within w tokens
+    after one of these words" for the words most often seen shortly before its strongest occurrences.
+    Returns ``(condition, (T,) bool where it holds)`` pairs."""
+    out: list[tuple[Condition, torch.Tensor]] = []
+    for pat in (INSIDE_PARENS, INSIDE_BRACKETS):
+        c = PrecedingRegex(pat, MAX_OFFSET)
+        out.append((c, ws.mask(c)))
+    b, y = ws.batch, ws.batch.acts
+    strong = fires & (y >= y[fires].median())
+    for w in (1, 3):
+        seen: dict[str, int] = {}
+        near = {}
+        for k in range(1, w + 1):
+            prev, valid = shifted(b.ids, b.seg, k)
+            prev, valid = prev[b.scored], valid[b.scored]
+            near[k] = (prev, valid)
+            for i in torch.unique(prev[strong & valid]).tolist():
+                key = key_piece(ws.vocab, i).lower()
+                if key.isalnum():
+                    seen[key] = seen.get(key, 0) + int((strong & valid & (prev == i)).sum())
+        for word, n in sorted(seen.items(), key=lambda kv: -kv[1])[:3]:
+            if n < 2:
+                continue
+            c = after_words([word], w)
+            out.append((c, ws.mask(c)))
+    return out
+
+
+def split_context(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
+    """A mode's token set split by a context that changes its activation: "x inside parentheses" (strong)
+    and "x outside" (weak). A change by ``SPLIT_RATIO`` or more makes two modes, a smaller one two graded
+    levels of the mode; the context must explain at least a quarter of the set's activation variance."""
+    ws = agent.ws
+    y = ws.batch.acts
+    props: list[Proposal] = []
+    for mi, m in enumerate(modes):
+        toks = tuple(t for a in atoms(m) if isinstance(a, TokenIn) and not a.case_sensitive for t in a.tokens)
+        if not toks:
+            continue
+        base = TokenIn(toks)
+        fires = ws.mask(base)
+        n = int(fires.sum())
+        if n < 6 or not bool((fires & active).any()):
+            continue
+        ys = y[fires]
+        total = float(((ys - ys.mean()) ** 2).sum())
+        if total <= 0:
+            continue
+        best = None
+        for ctx, where in _context_splits(ws, fires):
+            inn, out = fires & where, fires & ~where
+            n_in, n_out = int(inn.sum()), int(out.sum())
+            if n_in < 2 or n_out < 2:
+                continue
+            m_in, m_out = float(y[inn].mean()), float(y[out].mean())
+            between = n_in * (m_in - float(ys.mean())) ** 2 + n_out * (m_out - float(ys.mean())) ** 2
+            if between >= 0.25 * total and (best is None or between > best[0]):
+                best = (between, ctx, m_in, m_out)
+        if best is None:
+            continue
+        _, ctx, m_in, m_out = best
+        rest = [a for a in atoms(m) if not (isinstance(a, TokenIn) and not a.case_sensitive)]
+        inside, outside = AllOf((base, ctx)), AllOf((base, Not(ctx)))
+        hi, lo = max(m_in, m_out), max(min(m_in, m_out), 1e-9)
+        if hi >= SPLIT_RATIO * lo:
+            strong, weak = (inside, outside) if m_in >= m_out else (outside, inside)
+            new = [build_mode(ws, [strong]), build_mode(ws, [weak, *rest])]
+            props.append((f"split mode {mi} by context: {strong.describe()} / {weak.describe()}",
+                          [*modes[:mi], *new, *modes[mi + 1:]]))
+        else:
+            props.append((f"grade mode {mi} by context: {inside.describe()}",
+                          [*modes[:mi], build_mode(ws, [inside, outside, *rest]), *modes[mi + 1:]]))
+    return props
+
+
 def proposals(agent: Agent, modes: list[Mode], kept: list[Condition],
               active: torch.Tensor) -> list[Proposal]:
     """Every proposal of one refinement step, in a fixed order (ties go to the earlier one)."""
     return (prune(agent, modes) + generalise(agent, modes, active) + restrict_context(agent, modes, active)
-            + drop_or_merge(agent, modes, active) + cover_missed(agent, modes, active))
+            + drop_or_merge(agent, modes, active) + cover_missed(agent, modes, active)
+            + split_context(agent, modes, active)
+            + (position_mode(agent, modes, active) if not any(m.conditions and all(
+                isinstance(c, Position) for c in m.conditions) for m in modes) else []))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..explanations.model import AllOf, Condition, Mode, PrecedingRegex, PrevTokenIn, TokenIn, TokenRegex
+import re
+
+from ..explanations.model import AllOf, Condition, Mode, Not, Position, PrecedingRegex, PrevTokenIn, TokenIn, TokenRegex
 
 _SHAPES = {
     r"^\d+$": "numbers",
@@ -13,6 +15,32 @@ _SHAPES = {
 }
 
 
+INSIDE_PARENS = r"\((?:[^()]|\([^()]*\))*$"
+"""``preceding_regex`` pattern: the window before the token holds a ``(`` not closed since (pairs nested one
+deep inside it are skipped): the token is inside parentheses."""
+INSIDE_BRACKETS = r"\[(?:[^\[\]]|\[[^\[\]]*\])*$"
+_NAMED = {INSIDE_PARENS: ("inside parentheses", "outside parentheses"),
+          INSIDE_BRACKETS: ("inside square brackets", "outside square brackets")}
+_WORDS = re.compile(r"^\\b\(\?:(.+)\)\\b$")
+
+
+def after_words(words, window: int) -> PrecedingRegex:
+    """``preceding_regex``: one of these whole words among the ``window`` tokens before the token."""
+    return PrecedingRegex(r"\b(?:" + "|".join(re.escape(w) for w in sorted(set(words))) + r")\b", window)
+
+
+def _context(c: PrecedingRegex, negated: bool = False) -> str:
+    """Where a preceding-text condition holds, as a phrase ("inside parentheses", "within 3 tokens after ...")."""
+    named = _NAMED.get(c.pattern)
+    if named is not None:
+        return named[negated]
+    m = _WORDS.match(c.pattern)
+    if m is not None:
+        words = tuple(re.sub(r"\\(.)", r"\1", w) for w in m.group(1).split("|"))
+        return f"{'not ' if negated else ''}within {c.window} tokens after {quote_tokens(words)}"
+    return f"{'not ' if negated else ''}shortly after text matching /{c.pattern}/"
+
+
 def quote_tokens(tokens: tuple[str, ...], limit: int = 6, mark: str = '"') -> str:
     """``"a", "b" or "c"`` (the first ``limit`` tokens, then "and N more")."""
     shown = [f"{mark}{t.strip()}{mark}" for t in tokens[:limit]]
@@ -20,6 +48,11 @@ def quote_tokens(tokens: tuple[str, ...], limit: int = 6, mark: str = '"') -> st
     if len(shown) == 1:
         return shown[0] + more
     return ", ".join(shown[:-1]) + (" or " if not more else ", ") + shown[-1] + more
+
+
+def context_phrase(c: Condition) -> str:
+    """A context condition as a phrase after a token ("inside parentheses", "right after "import"")."""
+    return describe_condition(c).replace("any token ", "")
 
 
 def describe_condition(c: Condition) -> str:
@@ -37,22 +70,35 @@ def describe_condition(c: Condition) -> str:
         where = "right after" if c.offset == 1 else f"{c.offset} tokens after"
         return f"any token {where} {quote_tokens(c.tokens)}"
     if isinstance(c, PrecedingRegex):
-        return f"tokens shortly after text matching /{c.pattern}/"
+        return f"any token {_context(c)}"
+    if isinstance(c, Not):
+        if isinstance(c.condition, PrecedingRegex):
+            return f"any token {_context(c.condition, negated=True)}"
+        return "not " + describe_condition(c.condition)
+    if isinstance(c, Position):
+        if c.start == 0:
+            return "the first token of a document" if c.stop == 1 else f"the first {c.stop} tokens of a document"
+        return f"tokens {c.start + 1} to {c.stop} of a document"
     if isinstance(c, AllOf):
         parts = [describe_condition(s) for s in c.conditions]
         head = parts[0]
-        rest = [p.replace("any token ", "") for p in parts[1:]]
+        rest = [context_phrase(p) for p in c.conditions[1:]]
         return head + " " + " and ".join(rest)
     return c.describe()
 
 
 def _groups(conditions: list[Condition]) -> list[Condition | tuple]:
     """For reading only: single-token conditions of one kind and offset shown as one set, in their order
-    (strongest first in a graded mode). Items: a Condition, or ``(offset, tokens)`` (offset 0: the token)."""
+    (strongest first in a graded mode), and position ranges as their union (a graded ladder of nested ranges
+    reads as one span). Items: a Condition, or ``(offset, tokens)`` (offset 0: the token)."""
     out: list[Condition | tuple] = []
     sets: dict[int, list[str]] = {}
+    spans = [c for c in conditions if isinstance(c, Position)]
     for c in conditions:
-        if isinstance(c, (TokenIn, PrevTokenIn)) and not c.case_sensitive:
+        if isinstance(c, Position):
+            if c is spans[0]:
+                out.append(Position(max(p.stop for p in spans), min(p.start for p in spans)))
+        elif isinstance(c, (TokenIn, PrevTokenIn)) and not c.case_sensitive:
             off = c.offset if isinstance(c, PrevTokenIn) else 0
             if off not in sets:
                 sets[off] = []
@@ -86,7 +132,12 @@ def label_for(conditions: list[Condition]) -> str:
             return "/".join(t.strip() for t in x[1][:3]) + ("/…" if len(x[1]) > 3 else "")
     for x in items:
         if isinstance(x, AllOf) and isinstance(x.conditions[0], TokenIn):
-            return "/".join(t.strip() for t in x.conditions[0].tokens[:3]) + " (in context)"
+            head = "/".join(t.strip() for t in x.conditions[0].tokens[:3])
+            where = " and ".join(context_phrase(c) for c in x.conditions[1:])
+            bases = [y.conditions[0] for y in items if isinstance(y, AllOf)]
+            if bases.count(x.conditions[0]) > 1:  # the same words in several contexts (graded): the words
+                return head
+            return f"{head} {where}" if len(where) <= 40 else f"{head} (in context)"
     return _describe_item(items[0])[:40] if items else "unexplained"
 
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..explanations.conditions import ConditionEvaluator, shifted
-from ..explanations.model import Condition, Mode, PrevTokenIn, TokenIn, TokenRegex
+from ..explanations.conditions import ConditionEvaluator, segment_starts, shifted
+from ..explanations.model import MAX_OFFSET, Condition, Mode, Position, PrevTokenIn, TokenIn, TokenRegex
 from ..scoring.evidence import NeuronEvidence, Window, WindowBatch
 from ..scoring.simulate import ExecSimulator
 from .render import render_mode
@@ -24,6 +24,10 @@ SHAPE_REGEXES = (
     TokenRegex(r"^[^\w\s]+$"), TokenRegex(r"^[a-z]+$", case_sensitive=True), TokenRegex("ing$"), TokenRegex("ed$"),
     TokenRegex("ly$"), TokenRegex("tion$"), TokenRegex("s$"),
 )
+POSITION_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+"""The ``position`` ranges ``[0, k)`` the offline agent tries: nested, so a mode made of several is graded
+by position (each range keeps its own strength; the prediction is the strongest range a token is in)."""
+assert POSITION_LADDER[-1] <= MAX_OFFSET
 
 ProbeFn = Callable[[list[Mode], int], list[Window]]
 """``probe(modes, n)`` → up to n new windows per mode (with real activations) where its conditions fire."""
@@ -62,6 +66,10 @@ class Workspace:
         self.max = float(y.max()) if y.numel() else 0.0
         # The activating threshold follows the configured share of the (possibly probe-enlarged) maximum.
         self.threshold = self.max * self.active_frac
+        # (T,) each scored token's position in its segment: its document position below MAX_OFFSET (windows
+        # carry that much left context from their document), at least MAX_OFFSET otherwise.
+        b = self.batch
+        self.position = (torch.arange(b.ids.shape[0]) - segment_starts(b.seg))[b.scored]
         self._masks: dict[Condition, torch.Tensor] = {}
         # Two folds of the train windows (alternating): decisions use a 2-fold cross-validated score, so an atom
         # whose strength is fitted to a single occurrence cannot buy train score it would not keep.
@@ -161,6 +169,9 @@ def candidates(ws: Workspace, active: torch.Tensor) -> list[Condition]:
                 add(PrevTokenIn((k,), off))
     for c in SHAPE_REGEXES:
         add(c)
+    if bool((ws.position[active] < POSITION_LADDER[-1]).any()):
+        for k in POSITION_LADDER:
+            add(Position(k))
     return out
 
 

@@ -9,6 +9,8 @@ from .model import (
     Condition,
     Explanation,
     Mode,
+    Not,
+    Position,
     PrecedingRegex,
     PrevTokenIn,
     TokenIn,
@@ -19,5 +21,5 @@ from .model import (
 from .vocab import Vocab
 
 __all__ = ["MAX_OFFSET", "SCHEMA_VERSION", "AllOf", "Condition", "ConditionEvaluator", "Explanation", "Mode",
-           "PrecedingRegex", "PrevTokenIn", "TokenIn", "TokenRegex", "Vocab", "condition_from_dict", "normalise",
-           "read_explanations", "write_explanations"]
+           "Not", "Position", "PrecedingRegex", "PrevTokenIn", "TokenIn", "TokenRegex", "Vocab", "condition_from_dict",
+           "normalise", "read_explanations", "write_explanations"]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import ExplanationError
-from .model import AllOf, Condition, Mode, PrecedingRegex, PrevTokenIn, TokenIn, TokenRegex
+from .model import AllOf, Condition, Mode, Not, Position, PrecedingRegex, PrevTokenIn, TokenIn, TokenRegex
 from .patterns import BoundedSearch
 from .vocab import Vocab
 
@@ -100,6 +100,11 @@ class ConditionEvaluator:
             return self._torch_mask(cond, ids.device)[prev] & valid
         if isinstance(cond, PrecedingRegex):
             return self._preceding(cond, ids, seg)
+        if isinstance(cond, Position):
+            pos = torch.arange(ids.shape[0], device=ids.device) - segment_starts(seg)
+            return (pos >= cond.start) & (pos < cond.stop)
+        if isinstance(cond, Not):
+            return ~self._eval(cond.condition, ids, seg)
         if isinstance(cond, AllOf):
             out = self._eval(cond.conditions[0], ids, seg)
             for c in cond.conditions[1:]:

@@ -7,219 +7,56 @@ Conditions are the "testable atomic conditions" of NeuronScope's decomposition s
 ``token_regex``      the current (normalised) token matches ``pattern`` (``re.search``)
 ``prev_token``       the token ``offset`` positions back (1 = previous) is one of ``tokens``
 ``preceding_regex``  the text of the ``window`` tokens before the current one matches ``pattern``
+``position``         the token's position in its document (0 = its first token) is in ``[start, stop)``
 ``all``              every sub-condition holds (a conjunction)
+``not``              the sub-condition does not hold (inside an ``all``: "this token, but not in that context")
 ===================  ==========================================================================
 
 Token strings are compared after normalisation: leading-space markers (``Ġ``, ``▁``, a literal space),
 the WordPiece continuation marker ``##`` and surrounding whitespace are stripped; unless
 ``case_sensitive`` both sides are lower-cased. Offsets and windows never cross a document boundary.
+Positions are counted from the start of the token's segment: a document in a corpus stream; in evidence
+windows, which carry up to ``MAX_OFFSET`` tokens of left context from their document, that is the document
+position exactly for ``stop <= MAX_OFFSET`` (records imported without context count from the record start).
 
 A mode is a *meaning* with graded strength: each of its conditions may carry its own strength
 (``condition_strengths``, one per condition), so "the token one, strongly; two and three, weaker" is one
 mode with two levels, not two modes. A mode of kind ``background`` is the explanation's term for diffuse
 low-level firing: it is simulated like any mode but is not counted, or shown, as a meaning.
 
-JSON form (schema 2): ``{"schema": 2, "layer": .., "index": .., "modes": [{"label", "description",
+JSON form (schema 3): ``{"schema": 3, "layer": .., "index": .., "modes": [{"label", "description",
 "conditions": [{"kind": "token", "tokens": [..]}, ..], "strength", "condition_strengths": [..] | null,
 "kind": "mode" | "background", "concept": str | null, "exemplars", "scores"}], ...}``. Schema 1 files
-(no per-condition strengths, no kinds) are read as uniform-strength modes. ``from_dict`` validates
+(no per-condition strengths, no kinds) are read as uniform-strength modes; schema 2 is schema 3 without the
+``position`` and ``not`` conditions. ``from_dict`` validates
 everything and names the offending field.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from ..errors import ExplanationError
-from .validate import bool_field, check_keys, float_field, int_field, pattern_field, tokens_field
+from .condition_kinds import (  # noqa: F401  (re-exported: the condition kinds are part of the data model)
+    CONDITION_KINDS,
+    MAX_OFFSET,
+    AllOf,
+    Condition,
+    Not,
+    Position,
+    PrecedingRegex,
+    PrevTokenIn,
+    TokenIn,
+    TokenRegex,
+    condition_from_dict,
+    normalise,
+)
+from .validate import check_keys, float_field, int_field
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (1, 2, 3)
 MODE_KINDS = ("mode", "background")
-MAX_OFFSET = 32
-"""Largest ``prev_token`` offset / ``preceding_regex`` window: evidence windows carry this much left context."""
-
-
-def normalise(s: str, case_sensitive: bool = False) -> str:
-    """The comparison key of a token string: markers and surrounding whitespace stripped, lower-cased unless asked."""
-    s = s.strip()
-    while s[:1] in ("Ġ", "▁", "Ċ"):
-        s = s[1:]
-    if s.startswith("##"):
-        s = s[2:]
-    s = s.strip()
-    return s if case_sensitive else s.lower()
-
-
-@dataclass(frozen=True)
-class Condition:
-    """Base class of the condition kinds; instances are immutable and hashable (used as cache keys)."""
-
-    kind: ClassVar[str] = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        """A short human-readable rendering, e.g. ``token ∈ {january, february}``."""
-        raise NotImplementedError
-
-    @property
-    def max_offset(self) -> int:
-        """How many tokens of left context evaluating this condition needs."""
-        return 0
-
-
-def _show(tokens: tuple[str, ...], limit: int = 8) -> str:
-    shown = ", ".join(tokens[:limit]) + (f", … (+{len(tokens) - limit})" if len(tokens) > limit else "")
-    return "{" + shown + "}"
-
-
-@dataclass(frozen=True)
-class TokenIn(Condition):
-    """The current token is one of ``tokens``."""
-
-    tokens: tuple[str, ...]
-    case_sensitive: bool = False
-    kind: ClassVar[str] = "token"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tokens", tokens_field(self.tokens, self.kind))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "tokens": list(self.tokens), "case_sensitive": self.case_sensitive}
-
-    def describe(self) -> str:
-        return f"token ∈ {_show(self.tokens)}"
-
-
-@dataclass(frozen=True)
-class TokenRegex(Condition):
-    """The current normalised token matches ``pattern`` (``re.search``; use ``^…$`` to anchor)."""
-
-    pattern: str
-    case_sensitive: bool = False
-    kind: ClassVar[str] = "token_regex"
-
-    def __post_init__(self) -> None:
-        pattern_field(self.pattern, self.case_sensitive, self.kind)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "pattern": self.pattern, "case_sensitive": self.case_sensitive}
-
-    def describe(self) -> str:
-        return f"token ~ /{self.pattern}/"
-
-
-@dataclass(frozen=True)
-class PrevTokenIn(Condition):
-    """The token ``offset`` positions before the current one (same document) is one of ``tokens``."""
-
-    tokens: tuple[str, ...]
-    offset: int = 1
-    case_sensitive: bool = False
-    kind: ClassVar[str] = "prev_token"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tokens", tokens_field(self.tokens, self.kind))
-        int_field(self.offset, 1, MAX_OFFSET, f"{self.kind}.offset")
-
-    @property
-    def max_offset(self) -> int:
-        return self.offset
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "tokens": list(self.tokens), "offset": self.offset,
-                "case_sensitive": self.case_sensitive}
-
-    def describe(self) -> str:
-        return f"token[-{self.offset}] ∈ {_show(self.tokens)}"
-
-
-@dataclass(frozen=True)
-class PrecedingRegex(Condition):
-    """The text of the ``window`` tokens before the current one (same document) matches ``pattern``."""
-
-    pattern: str
-    window: int = 8
-    case_sensitive: bool = False
-    kind: ClassVar[str] = "preceding_regex"
-
-    def __post_init__(self) -> None:
-        pattern_field(self.pattern, self.case_sensitive, self.kind)
-        int_field(self.window, 1, MAX_OFFSET, f"{self.kind}.window")
-
-    @property
-    def max_offset(self) -> int:
-        return self.window
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "pattern": self.pattern, "window": self.window,
-                "case_sensitive": self.case_sensitive}
-
-    def describe(self) -> str:
-        return f"preceding {self.window} tokens ~ /{self.pattern}/"
-
-
-@dataclass(frozen=True)
-class AllOf(Condition):
-    """Every sub-condition holds."""
-
-    conditions: tuple[Condition, ...]
-    kind: ClassVar[str] = "all"
-
-    def __post_init__(self) -> None:
-        conds = tuple(self.conditions)
-        if len(conds) < 2:
-            raise ExplanationError("all.conditions needs at least two conditions")
-        for i, c in enumerate(conds):
-            if not isinstance(c, Condition):
-                raise ExplanationError(f"all.conditions[{i}] is not a Condition")
-        object.__setattr__(self, "conditions", conds)
-
-    @property
-    def max_offset(self) -> int:
-        return max(c.max_offset for c in self.conditions)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "conditions": [c.to_dict() for c in self.conditions]}
-
-    def describe(self) -> str:
-        return " ∧ ".join(f"({c.describe()})" for c in self.conditions)
-
-
-CONDITION_KINDS: dict[str, type[Condition]] = {c.kind: c for c in (TokenIn, TokenRegex, PrevTokenIn, PrecedingRegex,
-                                                                   AllOf)}
-
-
-def condition_from_dict(d: Any, where: str = "condition") -> Condition:
-    """Parses and validates one condition; errors name the path of the bad field."""
-    if not isinstance(d, dict):
-        raise ExplanationError(f"{where} must be an object, got {type(d).__name__}")
-    kind = d.get("kind")
-    if kind not in CONDITION_KINDS:
-        raise ExplanationError(f"{where}.kind must be one of {', '.join(CONDITION_KINDS)}, got {kind!r}")
-    cs = bool_field(d.get("case_sensitive", False), f"{where}.case_sensitive")
-    if kind == "token":
-        check_keys(d, {"kind", "tokens", "case_sensitive"}, where)
-        return TokenIn(tokens_field(d.get("tokens"), where), cs)
-    if kind == "token_regex":
-        check_keys(d, {"kind", "pattern", "case_sensitive"}, where)
-        return TokenRegex(pattern_field(d.get("pattern"), cs, where), cs)
-    if kind == "prev_token":
-        check_keys(d, {"kind", "tokens", "offset", "case_sensitive"}, where)
-        offset = int_field(d.get("offset", 1), 1, MAX_OFFSET, f"{where}.offset")
-        return PrevTokenIn(tokens_field(d.get("tokens"), where), offset, cs)
-    if kind == "preceding_regex":
-        check_keys(d, {"kind", "pattern", "window", "case_sensitive"}, where)
-        return PrecedingRegex(pattern_field(d.get("pattern"), cs, where),
-                              int_field(d.get("window", 8), 1, MAX_OFFSET, f"{where}.window"), cs)
-    check_keys(d, {"kind", "conditions"}, where)
-    subs = d.get("conditions")
-    if not isinstance(subs, list) or len(subs) < 2:
-        raise ExplanationError(f"{where}.conditions must be a list of at least two conditions")
-    return AllOf(tuple(condition_from_dict(s, f"{where}.conditions[{i}]") for i, s in enumerate(subs)))
 
 
 @dataclass
