@@ -185,6 +185,25 @@ def closed_concept(tokens: Counter) -> Concept | None:
     return best
 
 
+CATCH_ALL = frozenset({"punctuation"})
+"""Closed classes too broad to be evidence that two modes mean the same (brackets and quotes are both
+punctuation, yet two meanings)."""
+
+
+def class_share(c: Concept, tokens: Counter) -> float:
+    """Share of the token mass that is a member of ``c``."""
+    total = sum(tokens.values())
+    return sum(v for t, v in tokens.items() if c.contains(t) or c.contains(t.lower())) / total if total > 0 else 0.0
+
+
+def shared_class(a: Counter, b: Counter) -> Concept | None:
+    """The first closed class (most specific first) holding at least ``MIN_SHARE`` of both token masses."""
+    for c in CLOSED:
+        if c.name not in CATCH_ALL and class_share(c, a) >= MIN_SHARE and class_share(c, b) >= MIN_SHARE:
+            return c
+    return None
+
+
 def open_concept(tokens: Counter) -> tuple[str, str] | None:
     """(label, phrase) of the open class the tokens sit close to in MiniLM's space, or None."""
     words = [t for t in tokens if re.search(r"[A-Za-z]{3,}", t)]

@@ -38,7 +38,7 @@ from ..explanations.model import Condition, Explanation, Mode, PrevTokenIn, Toke
 from ..scoring.batch import score_conditions
 from ..scoring.evidence import NeuronEvidence
 from .base import AgentConfig, AgentResult
-from .concepts import name_modes
+from .concepts import closed_concept, mode_tokens, name_modes, shared_class
 from .proposals import proposals
 from .threads import remember_model_threads, torch_threads
 from .workspace import FeatureFn, ProbeFn, Workspace, atoms, build_mode, candidates, key_piece, with_strength
@@ -212,13 +212,30 @@ class OfflineNeuronScope:
         ca, cb = emb[fa].mean(0), emb[fb].mean(0)
         return float(ca @ cb / (np.linalg.norm(ca) * np.linalg.norm(cb) + 1e-12))
 
+    def same_class(self, a: Mode, b: Mode, active: torch.Tensor) -> bool | None:
+        """Whether the concept vocabulary's closed classes say two modes mean the same: True when most of both
+        modes' activating token mass lies in one class ("while" and the Python keywords; "and/or" and
+        "not/else", logic words both), False when each mode has its own class and they share none ("(" and
+        "."), None when the classes cannot tell (then the features decide). The catch-all classes
+        (``concepts.CATCH_ALL``: any punctuation) are no evidence of one meaning."""
+        ta, tb = mode_tokens(self.ws, a, active), mode_tokens(self.ws, b, active)
+        if shared_class(ta, tb) is not None:
+            return True
+        if closed_concept(ta) is not None and closed_concept(tb) is not None:
+            return False
+        return None
+
     def similar(self, a: Mode, b: Mode, active: torch.Tensor) -> bool:
         """Whether two modes' activating tokens have close feature centroids.
 
         With graded strengths a merge costs no train score, so only evidence of one meaning may merge two
-        modes: without features the only evidence is a like strength (within 20%), a weak proxy kept for
-        callers that give no features (every stage gives contextual and word features).
+        modes: first the closed classes of the concept vocabulary (:meth:`same_class`), then the features;
+        without either the only evidence is a like strength (within 20%), a weak proxy kept for callers that
+        give no features (every stage gives contextual and word features).
         """
+        same = self.same_class(a, b, active)
+        if same is not None:
+            return same
         sim = self.similarity(a, b, active)
         alike = abs(a.strength - b.strength) <= self.cfg.merge_strength_tol * max(a.strength, b.strength, 1e-9)
         if sim is None:

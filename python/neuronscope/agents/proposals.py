@@ -148,9 +148,7 @@ def drop_or_merge(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list
     if len(modes) > 1:
         for mi in range(len(modes)):
             props.append((f"drop weak mode {mi}", modes[:mi] + modes[mi + 1:]))
-        order = np.argsort([m.strength for m in modes])
-        for a, b in itertools.pairwise(order):
-            lo, hi = sorted((int(a), int(b)))
+        for lo, hi in itertools.combinations(range(len(modes)), 2):  # every pair: like meanings may lie apart
             if context_twins(modes[lo], modes[hi]) or not agent.similar(modes[lo], modes[hi], active):
                 continue  # different meanings stay apart even when their strengths are alike
             merged = build_mode(ws, atoms(modes[lo]) + atoms(modes[hi]))
@@ -234,6 +232,9 @@ def position_mode(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list
 SPLIT_RATIO = 1.5
 """A context that changes a token set's mean activation by this factor makes two modes (the same words
 meaning different things in the two contexts); a smaller change is graded strength inside one mode."""
+SPLIT_MAX_WORDS = 6
+"""Only a few words are split by context: a large word set whose activation follows a context is a context
+mode (any token after X), which decomposition and ``cover_missed`` propose, not one set in two contexts."""
 
 
 def _context_splits(ws: Workspace, fires: torch.Tensor) -> list[tuple[Condition, torch.Tensor]]:
@@ -274,7 +275,7 @@ def split_context(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list
     props: list[Proposal] = []
     for mi, m in enumerate(modes):
         toks = tuple(t for a in atoms(m) if isinstance(a, TokenIn) and not a.case_sensitive for t in a.tokens)
-        if not toks:
+        if not toks or len(toks) > SPLIT_MAX_WORDS:
             continue
         base = TokenIn(toks)
         fires = ws.mask(base)

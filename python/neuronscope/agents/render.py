@@ -37,7 +37,8 @@ def _context(c: PrecedingRegex, negated: bool = False) -> str:
     m = _WORDS.match(c.pattern)
     if m is not None:
         words = tuple(re.sub(r"\\(.)", r"\1", w) for w in m.group(1).split("|"))
-        return f"{'not ' if negated else ''}within {c.window} tokens after {quote_tokens(words)}"
+        span = "right after" if c.window == 1 else f"within {c.window} tokens after"
+        return f"{'not ' if negated else ''}{span} {quote_tokens(words)}"
     return f"{'not ' if negated else ''}shortly after text matching /{c.pattern}/"
 
 
