@@ -50,8 +50,8 @@ class AgentConfig:
     """Refinement maximises train score − ``mode_cost`` × modes: a new mode must buy more than this, a merge or
     drop that loses less is taken."""
     min_mode_cover: float = 0.05
-    """The earning rule (``OfflineNeuronScope.earn``): a meaning fires on at least this share of the
-    activating train tokens ..."""
+    """The earning rule (``OfflineNeuronScope.earn``): a meaning fires on activating tokens in at least this
+    share of the train windows that hold activating tokens ..."""
     background_tokens: int = 400
     """Tokens in the background term at most (each at its own mean train activation)."""
     min_mode_gain: float = 0.01

@@ -38,7 +38,7 @@ from ..explanations.model import Condition, Explanation, Mode, PrevTokenIn, Toke
 from ..scoring.batch import score_conditions
 from ..scoring.evidence import NeuronEvidence
 from .base import AgentConfig, AgentResult
-from .concepts import closed_concept, mode_tokens, name_modes, shared_class
+from .concepts import CATCH_ALL, CLOSED, MIN_SHARE, class_share, closed_concept, mode_tokens, name_modes, shared_class
 from .proposals import proposals
 from .threads import remember_model_threads, torch_threads
 from .workspace import FeatureFn, ProbeFn, Workspace, atoms, build_mode, candidates, key_piece, with_strength
@@ -215,14 +215,20 @@ class OfflineNeuronScope:
     def same_class(self, a: Mode, b: Mode, active: torch.Tensor) -> bool | None:
         """Whether the concept vocabulary's closed classes say two modes mean the same: True when most of both
         modes' activating token mass lies in one class ("while" and the Python keywords; "and/or" and
-        "not/else", logic words both), False when each mode has its own class and they share none ("(" and
-        "."), None when the classes cannot tell (then the features decide). The catch-all classes
+        "not/else", logic words both), False when each mode has its own, different class and they share none
+        ("(" and "."), or when one mode is a class and the other lies outside every class (numbers and "delete"),
+        None when the classes cannot tell (then the features decide). The catch-all classes
         (``concepts.CATCH_ALL``: any punctuation) are no evidence of one meaning."""
         ta, tb = mode_tokens(self.ws, a, active), mode_tokens(self.ws, b, active)
         if shared_class(ta, tb) is not None:
             return True
-        if closed_concept(ta) is not None and closed_concept(tb) is not None:
+        ca, cb = closed_concept(ta), closed_concept(tb)
+        if ca is not None and cb is not None and ca.name != cb.name:
             return False
+        for c, other in ((ca, tb), (cb, ta)):  # one mode is a class, the other lies outside every class
+            if (c is not None and c.name not in CATCH_ALL and other and class_share(c, other) < 1 - MIN_SHARE
+                    and not any(class_share(k, other) >= MIN_SHARE for k in CLOSED if k.name not in CATCH_ALL)):
+                return False
         return None
 
     def similar(self, a: Mode, b: Mode, active: torch.Tensor) -> bool:
@@ -310,11 +316,24 @@ class OfflineNeuronScope:
             e.text = "no condition predicts this neuron's activating tokens"
         return AgentResult(e, self.transcript, self.rounds, time.monotonic() - t0)
 
+    def cover(self, mode: Mode, active: torch.Tensor) -> float:
+        """Share of the train windows holding activating tokens in which the mode fires on one of them.
+
+        Counted in windows, not tokens: the evidence is drawn around the neuron's strongest tokens, so a
+        frequent token of the strongest mode (a rule line of 300 dashes) would otherwise leave every other
+        meaning a sliver of the activating tokens however many contexts it fires in."""
+        win = self.ws.batch.window
+        hot = torch.unique(win[active])
+        if hot.numel() == 0:
+            return 0.0
+        return torch.unique(win[self.ws.fires(mode) & active]).numel() / hot.numel()
+
     def earn(self, modes: list[Mode], active: torch.Tensor) -> tuple[list[Mode], Mode | None]:
         """The rule every mode must pass, on train data only (written in ``AgentConfig``):
 
-        a mode is a meaning when it fires on at least ``min_mode_cover`` of the activating train tokens and
-        removing it (the other modes and the background kept) loses at least ``min_mode_gain`` train score.
+        a mode is a meaning when it fires on activating tokens in at least ``min_mode_cover`` of the train
+        windows that hold any (:meth:`cover`) and removing it (the other modes and the background kept) loses
+        at least ``min_mode_gain`` train score.
         The least useful failing mode goes first, and the rule is re-checked on the rest: one that covers
         the activating tokens but adds nothing over the others means the same as one of them and is merged
         into the most similar; one that covers too little but still predicts (diffuse low-level firing)
@@ -323,7 +342,6 @@ class OfflineNeuronScope:
         ws, cfg = self.ws, self.cfg
         modes = [m for m in modes if m.conditions]
         background: list[Condition] = []
-        n_active = max(int(active.sum()), 1)
         decisions = []
 
         def bg_modes() -> list[Mode]:
@@ -334,7 +352,7 @@ class OfflineNeuronScope:
             full = ws.score(modes + extra)
             stats = []
             for i, m in enumerate(modes):
-                cover = int((ws.fires(m) & active).sum()) / n_active
+                cover = self.cover(m, active)
                 gain = full - ws.score(modes[:i] + modes[i + 1 :] + extra)
                 stats.append((cover, gain))
             fails = [i for i, (c, g) in enumerate(stats) if c < cfg.min_mode_cover or g < cfg.min_mode_gain]
@@ -356,7 +374,7 @@ class OfflineNeuronScope:
             else:
                 what = "dropped"
             decisions.append(f"{m.label}: cover {cover:.0%}, gain {gain:+.3f} → {what}")
-        self.log("earn", rule=f"cover ≥ {cfg.min_mode_cover:.0%} of activating tokens and gain ≥ "
+        self.log("earn", rule=f"cover ≥ {cfg.min_mode_cover:.0%} of the windows with activating tokens and gain ≥ "
                  f"{cfg.min_mode_gain} train score", decisions=decisions, meanings=len(modes),
                  background=len(background))
         bg = bg_modes()

@@ -247,22 +247,25 @@ def _context_splits(ws: Workspace, fires: torch.Tensor) -> list[tuple[Condition,
         out.append((c, ws.mask(c)))
     b, y = ws.batch, ws.batch.acts
     strong = fires & (y >= y[fires].median())
+    prev = {}
+    for k in range(1, 4):
+        p, valid = shifted(b.ids, b.seg, k)
+        prev[k] = torch.where(valid, p, torch.full_like(p, -1))[b.scored]
     for w in (1, 3):
-        seen: dict[str, int] = {}
-        near = {}
+        seen: dict[int, int] = {}
         for k in range(1, w + 1):
-            prev, valid = shifted(b.ids, b.seg, k)
-            prev, valid = prev[b.scored], valid[b.scored]
-            near[k] = (prev, valid)
-            for i in torch.unique(prev[strong & valid]).tolist():
-                key = key_piece(ws.vocab, i).lower()
-                if key.isalnum():
-                    seen[key] = seen.get(key, 0) + int((strong & valid & (prev == i)).sum())
-        for word, n in sorted(seen.items(), key=lambda kv: -kv[1])[:3]:
-            if n < 2:
+            for i, n in zip(*torch.unique(prev[k][strong & (prev[k] >= 0)], return_counts=True), strict=True):
+                seen[int(i)] = seen.get(int(i), 0) + int(n)
+        for i, n in sorted(seen.items(), key=lambda kv: -kv[1])[:3]:
+            word = key_piece(ws.vocab, i).lower()
+            if n < 2 or not word.isalnum():
                 continue
-            c = after_words([word], w)
-            out.append((c, ws.mask(c)))
+            # Where the word is among the w tokens before (token ids, not the regex: the statistics only choose
+            # the context; the proposal's condition is evaluated exactly when it is scored).
+            where = torch.zeros_like(fires)
+            for k in range(1, w + 1):
+                where |= torch.isin(prev[k], torch.from_numpy(ws.vocab.ids_in([word])))
+            out.append((after_words([word], w), where))
     return out
 
 

@@ -1,0 +1,84 @@
+"""What makes two modes one meaning (the closed classes of the concept vocabulary) and what a mode must
+cover to earn its place (windows, not tokens) — hand-built cases with the answer worked out here."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from neuronscope.agents import OfflineConfig, OfflineNeuronScope
+from neuronscope.agents.concepts import CLOSED, class_share, shared_class
+from neuronscope.explanations import ConditionEvaluator, Mode, TokenIn, Vocab
+from neuronscope.scoring import NeuronEvidence, Window
+
+
+def _concept(name: str):
+    return next(c for c in CLOSED if c.name == name)
+
+
+def test_class_share_and_shared_class_by_hand():
+    keywords = _concept("Python keywords")
+    assert class_share(keywords, Counter({"while": 3.0, "spam": 1.0})) == pytest.approx(0.75)
+    # "while" alone and a set of keywords: one class holds both
+    assert shared_class(Counter({"while": 1.0}), Counter({"def": 2.0, "return": 1.0})).name == "Python keywords"
+    # "and/or" (conjunctions, logic words) and "not/else" (logic words, keywords): the first class holding both
+    both = shared_class(Counter({"and": 1.0, "or": 1.0}), Counter({"not": 1.0, "else": 1.0}))
+    assert both is not None
+    assert both.name == "logic words"
+    # "(" and ".": only the catch-all punctuation class holds both, which is no evidence of one meaning
+    assert shared_class(Counter({"(": 1.0}), Counter({".": 1.0})) is None
+    assert shared_class(Counter({"list": 1.0}), Counter({"large": 1.0})) is None
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    from transformers import AutoTokenizer
+
+    from neuronscope.models import resolve_model_path
+
+    return Vocab.from_tokenizer(AutoTokenizer.from_pretrained(resolve_model_path("minilm")))
+
+
+def _window(vocab: Vocab, words: list[str], acts: list[float], kind: str = "top") -> Window:
+    ids = [int(vocab.ids_in([w])[0]) for w in words]
+    return Window(ids=np.asarray(ids), acts=np.asarray(acts, np.float32), kind=kind, focus=0 if kind == "top" else -1)
+
+
+def _agent(vocab: Vocab, windows: list[Window]) -> OfflineNeuronScope:
+    ev = NeuronEvidence(0, 0, vocab, train=windows, heldout=windows[:1], stats={"max": 3.0})
+    return OfflineNeuronScope(ev, evaluator=ConditionEvaluator(vocab), cfg=OfflineConfig())
+
+
+def test_cover_counts_windows_not_tokens(vocab):
+    """One window of 300 dashes and four windows with one 'list' each: 'list' fires on 4 of 304 activating
+    tokens (1.3%, below the 5% rule) but in 4 of the 5 windows that hold any (80%)."""
+    wins = [_window(vocab, ["-"] * 300, [3.0] * 300)]
+    wins += [_window(vocab, ["list", "the", "of"], [2.0, 0.0, 0.0]) for _ in range(4)]
+    wins += [_window(vocab, ["the", "of", "a"], [0.0, 0.0, 0.0], kind="random") for _ in range(3)]
+    agent = _agent(vocab, wins)
+    active = agent.hypothesis()
+    assert int(active.sum()) == 304
+    lst = Mode("list", conditions=[TokenIn(("list",))])
+    dash = Mode("dash", conditions=[TokenIn(("-",))])
+    assert agent.cover(lst, active) == pytest.approx(4 / 5)
+    assert agent.cover(dash, active) == pytest.approx(1 / 5)
+    assert int((agent.ws.fires(lst) & active).sum()) / int(active.sum()) < OfflineConfig().min_mode_cover
+
+
+def test_same_class_decides_merges(vocab):
+    wins = [_window(vocab, ["while", "def", "return", "the", "(", ".", "create", "remove", "7", "12"],
+                    [3.0, 3.0, 3.0, 0.0, 2.0, 2.0, 1.5, 1.5, 2.5, 2.5])]
+    agent = _agent(vocab, wins)
+    active = agent.hypothesis()
+
+    def m(*toks: str) -> Mode:
+        return Mode("/".join(toks), conditions=[TokenIn(toks)])
+
+    assert agent.same_class(m("while"), m("def", "return"), active) is True  # one class: Python keywords
+    assert agent.same_class(m("("), m("."), active) is None  # catch-all only: the features decide
+    assert agent.same_class(m("7", "12"), m("create", "remove"), active) is False  # numbers vs no class
+    assert agent.same_class(m("def", "return"), m("7", "12"), active) is False  # two different classes
+    assert agent.similar(m("while"), m("def", "return"), active)
+    assert not agent.similar(m("7", "12"), m("create", "remove"), active)
