@@ -92,43 +92,60 @@ class ConditionEvaluator:
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= len(self.vocab)):
             raise ExplanationError(f"token ids must lie in [0, {len(self.vocab)}) for this vocabulary")
 
-    def _eval(self, cond: Condition, ids: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+    def _eval(self, cond: Condition, ids: torch.Tensor, seg: torch.Tensor,
+              where: torch.Tensor | None = None) -> torch.Tensor:
+        """(T,) bool, exact at the positions ``where`` (T,) holds (everywhere when None) and unspecified
+        elsewhere: a conjunction passes what its first parts leave, so a text condition runs its regex only
+        at the tokens that can still match ("x" inside parentheses: the x's, not every token)."""
         if isinstance(cond, (TokenIn, TokenRegex)):
             return self._torch_mask(cond, ids.device)[ids]
         if isinstance(cond, PrevTokenIn):
             prev, valid = shifted(ids, seg, cond.offset)
             return self._torch_mask(cond, ids.device)[prev] & valid
         if isinstance(cond, PrecedingRegex):
-            return self._preceding(cond, ids, seg)
+            return self._preceding(cond, ids, seg, where)
         if isinstance(cond, Position):
             pos = torch.arange(ids.shape[0], device=ids.device) - segment_starts(seg)
             return (pos >= cond.start) & (pos < cond.stop)
         if isinstance(cond, Not):
-            return ~self._eval(cond.condition, ids, seg)
+            return ~self._eval(cond.condition, ids, seg, where)
         if isinstance(cond, AllOf):
-            out = self._eval(cond.conditions[0], ids, seg)
+            out = self._eval(cond.conditions[0], ids, seg, where)
+            if where is not None:
+                out = out & where
             for c in cond.conditions[1:]:
                 if not bool(out.any()):
                     break
-                out = out & self._eval(c, ids, seg)
+                out = out & self._eval(c, ids, seg, out)
             return out
         raise ExplanationError(f"cannot evaluate {type(cond).__name__}")
 
-    def _preceding(self, cond: PrecedingRegex, ids: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+    def _preceding(self, cond: PrecedingRegex, ids: torch.Tensor, seg: torch.Tensor,
+                   where: torch.Tensor | None = None) -> torch.Tensor:
         cache = self._text_cache.setdefault((cond.pattern, bool(cond.case_sensitive)), {})
         ids_np = ids.cpu().numpy()
-        search = BoundedSearch(cond.pattern, cond.case_sensitive, len(ids_np), cond.kind)
+        n = len(ids_np)
+        search = BoundedSearch(cond.pattern, cond.case_sensitive, n, cond.kind)
         starts = segment_starts(seg.cpu()).numpy()
         pieces = self.vocab.pieces
-        lens = np.fromiter((len(pieces[i]) for i in ids_np), dtype=np.int64, count=len(ids_np))
-        chars = np.concatenate([[0], np.cumsum(lens)])
-        text = "".join(pieces[i] for i in ids_np)
-        lo = np.maximum(starts, np.arange(len(ids_np)) - cond.window)
-        out = np.zeros(len(ids_np), dtype=bool)
-        for t in range(len(ids_np)):
+        lo = np.maximum(starts, np.arange(n) - cond.window)
+        todo = np.arange(n) if where is None else np.flatnonzero(where.cpu().numpy())
+        out = np.zeros(n, dtype=bool)
+        if len(todo) > n // 8:  # dense: one text for the whole stream, windows sliced out of it
+            lens = np.fromiter((len(pieces[i]) for i in ids_np), dtype=np.int64, count=n)
+            chars = np.concatenate([[0], np.cumsum(lens)])
+            text = "".join(pieces[i] for i in ids_np)
+
+            def window_text(t: int) -> str:
+                return text[chars[lo[t]] : chars[t]]
+        else:  # sparse: each window's text on its own
+
+            def window_text(t: int) -> str:
+                return "".join(pieces[i] for i in ids_np[lo[t] : t])
+        for t in todo.tolist():
             if lo[t] >= t:
                 continue
-            window = text[chars[lo[t]] : chars[t]]
+            window = window_text(t)
             hit = cache.get(window)
             if hit is None:
                 hit = cache[window] = search(window)
