@@ -86,8 +86,11 @@ def test_server_answers_with_its_key_only_and_stops(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_server_stops_on_ctrl_c_and_dies_with_a_killed_parent(tmp_path, sig):
     """Ctrl-C (SIGINT) runs the cleanup; SIGKILL on the run (no cleanup code runs) still leaves no server."""
+    # The default Ctrl-C handler, whatever this process inherited: a job started in the background by a shell
+    # without job control inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
     script = textwrap.dedent("""
-        import sys, time
+        import signal, sys, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from neuronscope.llm.local import local_server
         with local_server("smollm2-135m", ctx_per_slot=512, log_dir=sys.argv[1]) as s:
             print(s.pid, flush=True)
