@@ -85,8 +85,8 @@ def test_llm_loop_protocol_with_a_scripted_server(planted):  # noqa: F811
     assert {m.label for m in e.modes} == {"return/value", "bracketed numbers"}
     roles = [t["role"] for t in res.transcript]
     assert roles[:2] == ["hypothesis", "hypothesis@v2"]
-    assert "decomposition@v3" in roles
-    assert "refinement@v3" in roles
+    assert "decomposition@v4" in roles
+    assert "refinement@v4" in roles
     assert any(t["role"] == "decomposition errors" for t in res.transcript)  # the invalid condition was reported
     assert usage["total"]["requests"] >= 5
     assert usage["total"]["prompt_tokens"] > 0
@@ -115,7 +115,7 @@ def test_llm_explain_retries_errors_cache_and_resume(minilm_store, tmp_path):
     garbled = by[(3, 2, "neuronscope")]
     assert "error" not in garbled
     failed = [t for t in garbled["transcript"] if "error" in t]
-    assert {t["role"] for t in failed} >= {"hypothesis@v2", "decomposition@v3", "refinement@v3"}
+    assert {t["role"] for t in failed} >= {"hypothesis@v2", "decomposition@v4", "refinement@v4"}
     assert all("not sure" in t["reply"] for t in failed)
     assert {t["step"] for t in garbled["transcript"] if t["role"] == "fallback"} >= {"hypothesis", "decomposition"}
     assert garbled["explanation"]["modes"]
@@ -217,3 +217,38 @@ def test_score_cli_with_llm_simulator(minilm_store, tmp_path):
     assert row["n_tokens"] > 0
     assert main(["score", "--store", str(minilm_store.path), "--explanations", str(exps), "--simulator", "llm",
                  "--out", str(tmp_path / "t.jsonl"), "--quiet"]) == 2  # no --model
+
+
+@pytest.mark.parametrize("message", [
+    "request (4684 tokens) exceeds the available context size (4096 tokens), try increasing it",  # llama.cpp
+    "This model's maximum context length is 4096 tokens. However, you requested 4684 tokens.",  # vLLM, OpenAI
+])
+def test_a_prompt_longer_than_the_context_is_a_role_failure_not_the_neurons(planted, message):  # noqa: F811
+    """The refinement prompt does not fit the server's context (HTTP 400): the loop records the failure in the
+    transcript, keeps the modes it has and finishes; another HTTP 400 still fails the neuron."""
+    evidence, ev = planted
+    base = fake_llm()
+
+    def respond(req) -> Reply:
+        if "messages" in req.body and "refine explanations" in req.body["messages"][0]["content"]:
+            return Reply(status=400, json={"error": {"message": message}})
+        return base(req)
+
+    async def go():
+        async with LLMClient(_config(server)) as client:
+            return await LLMNeuronScope(evidence, client, evaluator=ev, cfg=OfflineConfig(rounds=2)).arun()
+
+    with ScriptedServer(default=respond) as server:
+        res = asyncio.run(go())
+    failed = [t for t in res.transcript if t["role"].startswith("refinement@") and t.get("finish_reason") == "context"]
+    assert failed
+    assert "context" in failed[0]["error"]
+    assert any(m.conditions for m in res.explanation.modes)
+
+    def refuse(req) -> Reply:
+        if "messages" in req.body and "refine explanations" in req.body["messages"][0]["content"]:
+            return Reply(status=400, json={"error": {"message": "this request is refused"}})
+        return base(req)
+
+    with ScriptedServer(default=refuse) as server, pytest.raises(Exception, match="refused"):
+        asyncio.run(go())

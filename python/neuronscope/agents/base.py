@@ -52,8 +52,8 @@ class AgentConfig:
     min_mode_cover: float = 0.05
     """The earning rule (``OfflineNeuronScope.earn``): a meaning fires on activating tokens in at least this
     share of the train windows that hold activating tokens ..."""
-    background_tokens: int = 400
-    """Tokens in the background term at most (each at its own mean train activation)."""
+    background_tokens: int = 1000
+    """Tokens in the background term at most (each at its own mean train activation; as many as the look-up table)."""
     min_mode_gain: float = 0.01
     """... and removing it loses at least this much train score (else it is merged, background or dropped)."""
 

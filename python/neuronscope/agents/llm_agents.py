@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +25,7 @@ import torch
 from ..errors import ExplanationError
 from ..explanations.conditions import ConditionEvaluator
 from ..explanations.model import Condition, Explanation, Mode, condition_from_dict
-from ..llm.errors import LLMResponseError
+from ..llm.errors import LLMHTTPError, LLMResponseError
 from ..llm.redact import redact, secrets_from_env
 from ..prompts import conditions_doc, load_prompt
 from ..scoring.batch import score_conditions
@@ -258,6 +259,12 @@ async def llm_single_pass(evidence: NeuronEvidence, llm, evaluator: ConditionEva
     return AgentResult(e, transcript, [], time.monotonic() - t0)
 
 
+CONTEXT_OVERFLOW = re.compile(r"context (?:size|length|window)|maximum context|too many tokens|"
+                              r"exceeds? the (?:available )?context|prompt is too long", re.I)
+"""What llama.cpp ("exceeds the available context size"), vLLM ("maximum context length") and OpenAI
+("maximum context length", "context_length_exceeded") say when a request does not fit the context."""
+
+
 async def ask_role(llm, role: str, validator, log, **values: object) -> Any:
     """One role's request with its schema and budget (``llm_roles.ROLES``); the validated value, or None when
     the model's reply stays unusable after the client's corrective retry. ``log(role_tag, **fields)`` records
@@ -275,6 +282,14 @@ async def ask_role(llm, role: str, validator, log, **values: object) -> Any:
     except LLMResponseError as e:
         log(p.tag, error=redact(str(e), secrets)[:500], reply=redact(e.raw_text or "", secrets)[:2000],
             finish_reason=e.finish_reason)
+        return None
+    except LLMHTTPError as e:
+        # A prompt (or its corrective retry) longer than the server's context is this role's failure, not the
+        # neuron's: the agent falls back as for an unusable reply. (Seen with Qwen2.5-1.5B at 4,096 tokens a
+        # slot on SmolLM2 layer 18: 4,684 tokens.) Any other HTTP error is the server's and fails the neuron.
+        if e.status not in (400, 413) or not CONTEXT_OVERFLOW.search(e.server_message):
+            raise
+        log(p.tag, error=redact(str(e), secrets)[:500], reply="", finish_reason="context")
         return None
     log(p.tag, reply=redact(res.text, secrets)[:2000], cached=res.cached, attempts=res.attempts)
     return res.parsed

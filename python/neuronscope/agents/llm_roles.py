@@ -33,9 +33,13 @@ _ATOMS = [
     _kind("preceding_regex", {"pattern": _PATTERN, "window": {"type": "integer", "minimum": 1, "maximum": 16}},
           ["pattern"]),
 ]
-CONDITION_SCHEMA: dict[str, Any] = {"anyOf": [*_ATOMS, _kind("all", {"conditions": {
-    "type": "array", "items": {"anyOf": _ATOMS}, "minItems": 2, "maxItems": 3}}, ["conditions"])]}
-"""One condition of the condition language (``prompts/conditions.md``); ``all`` nests one level of atoms."""
+_ATOMS.append(_kind("position", {"start": {"type": "integer", "minimum": 0, "maximum": 31},
+                                  "stop": {"type": "integer", "minimum": 1, "maximum": 32}}, ["stop"]))
+_NOT = _kind("not", {"condition": {"anyOf": _ATOMS}}, ["condition"])
+CONDITION_SCHEMA: dict[str, Any] = {"anyOf": [*_ATOMS, _NOT, _kind("all", {"conditions": {
+    "type": "array", "items": {"anyOf": [*_ATOMS, _NOT]}, "minItems": 2, "maxItems": 3}}, ["conditions"])]}
+"""One condition of the condition language (``prompts/conditions.md``); ``not`` wraps an atom and ``all`` nests
+one level of atoms and negated atoms."""
 
 
 def _obj(props: dict[str, Any]) -> dict[str, Any]:

@@ -37,9 +37,11 @@ from ..explanations.conditions import ConditionEvaluator
 from ..explanations.model import Condition, Explanation, Mode, PrevTokenIn, TokenIn
 from ..scoring.batch import score_conditions
 from ..scoring.evidence import NeuronEvidence
+from .background import background_term
 from .base import AgentConfig, AgentResult
 from .concepts import CATCH_ALL, CLOSED, MIN_SHARE, class_share, closed_concept, mode_tokens, name_modes, shared_class
-from .proposals import proposals
+from .proposals import is_position_mode, proposals
+from .pruning import prune_atoms
 from .threads import remember_model_threads, torch_threads
 from .workspace import FeatureFn, ProbeFn, Workspace, atoms, build_mode, candidates, key_piece, with_strength
 
@@ -109,7 +111,8 @@ class OfflineNeuronScope:
         Candidates are ranked by train Pearson r; walking down the ranking, a candidate is kept if it is
         precise (mean activation where it fires ≥ min_precision × threshold) and covers at least one
         activating token no kept condition covers yet — so a context condition that only fires where a
-        kept token condition already does ("should" before "return") is not a separate component.
+        kept token condition already does ("should" before "return") is not a separate component — and,
+        unless it is a token, fires on activating tokens in both halves of the windows (``ws.replicated``).
         """
         ws = self.ws
         cands = candidates(ws, active)
@@ -125,7 +128,7 @@ class OfflineNeuronScope:
         kept, kept_r = [], []
         for j, i in enumerate(ok.tolist()):
             new = masks[j] & active & ~covered
-            if bool(new.any()):
+            if bool(new.any()) and (isinstance(cands[i], TokenIn) or ws.replicated(cands[i], active)):
                 kept.append(cands[i])
                 kept_r.append(float(sc.r[i]))
                 covered |= masks[j] & active
@@ -239,6 +242,8 @@ class OfflineNeuronScope:
         without either the only evidence is a like strength (within 20%), a weak proxy kept for callers that
         give no features (every stage gives contextual and word features).
         """
+        if is_position_mode(a) != is_position_mode(b):
+            return False  # where in the document, and which words: never one meaning
         same = self.same_class(a, b, active)
         if same is not None:
             return same
@@ -305,7 +310,10 @@ class OfflineNeuronScope:
             if stale >= 2:
                 break
         modes, background = self.earn(modes, active)
-        background = self.background(modes, background)
+        background, why = background_term(self.ws, self.cfg, modes, background)
+        self.log("background", **why)
+        modes, background, dropped = prune_atoms(self.ws, modes, background)
+        self.log("pruning", dropped=dropped, train_score=self.ws.score(modes + ([background] if background else [])))
         modes = sorted(modes, key=lambda m: -m.strength)
         name_modes(self.ws, modes, active)
         if background is not None:
@@ -337,7 +345,8 @@ class OfflineNeuronScope:
         The least useful failing mode goes first, and the rule is re-checked on the rest: one that covers
         the activating tokens but adds nothing over the others means the same as one of them and is merged
         into the most similar; one that covers too little but still predicts (diffuse low-level firing)
-        joins the background term; one that predicts nothing is dropped. A lone mode always stays.
+        joins the background term; one that predicts nothing is dropped (a covering mode that means nothing
+        like any other, by :meth:`similar`, is treated as one that covers too little). A lone mode always stays.
         """
         ws, cfg = self.ws, self.cfg
         modes = [m for m in modes if m.conditions]
@@ -361,11 +370,13 @@ class OfflineNeuronScope:
             i = min(fails, key=lambda k: (stats[k][1], stats[k][0]))
             cover, gain = stats[i]
             m = modes.pop(i)
-            if cover >= cfg.min_mode_cover:
-                sims = [self.similarity(m, o, active) for o in modes]
-                if any(x is None for x in sims):  # no features: the mode nearest in strength
-                    sims = [-abs(o.strength - m.strength) for o in modes]
-                j = int(np.argmax(sims)) if modes else 0
+            sims = [self.similarity(m, o, active) for o in modes]
+            if any(x is None for x in sims):  # no features: the mode nearest in strength
+                sims = [-abs(o.strength - m.strength) for o in modes]
+            j = int(np.argmax(sims)) if modes else 0
+            # Covering but adding nothing: a second reading of a meaning already there — merged, but only into
+            # one that means the same (a position mode and the words of a weaker meaning are not one meaning).
+            if cover >= cfg.min_mode_cover and modes and self.similar(m, modes[j], active):
                 modes[j] = build_mode(ws, atoms(modes[j]) + atoms(m))
                 what = f"merged into {modes[j].label}"
             elif gain > 0:
@@ -379,33 +390,6 @@ class OfflineNeuronScope:
                  background=len(background))
         bg = bg_modes()
         return modes, (bg[0] if bg else None)
-
-    def background(self, modes: list[Mode], earned: Mode | None) -> Mode | None:
-        """The background term: diffuse low-level firing on the tokens no meaning names — each train token's
-        own mean activation (at most ``background_tokens`` of them, by activation mass), joined to what the
-        earning rule sent to the background. Kept only if it raises the (2-fold) train score."""
-        ws, cfg = self.ws, self.cfg
-        used = {t for m in modes for c in m.conditions if isinstance(c, TokenIn) for t in c.tokens}
-        ids = ws.batch.ids[ws.batch.scored].tolist()
-        y = ws.batch.acts.tolist()
-        mass: dict[str, float] = {}
-        for i, a in zip(ids, y, strict=True):
-            k = key_piece(ws.vocab, i).lower()
-            if k and k not in used:
-                mass[k] = mass.get(k, 0.0) + abs(a)
-        keep = sorted(mass, key=lambda k: -mass[k])[: cfg.background_tokens]
-        parts = list(earned.conditions) if earned is not None else []
-        parts += [TokenIn((k,)) for k in keep if TokenIn((k,)) not in parts]
-        if not parts:
-            return None
-        cand = build_mode(ws, parts, kind="background")
-        base = ws.score(modes + ([earned] if earned is not None else []))
-        with_bg = ws.score([*modes, cand])
-        self.log("background", tokens=len(keep), train_score_without=base, train_score_with=with_bg,
-                 kept=with_bg > base + 1e-4)
-        if with_bg > base + 1e-4:
-            return cand
-        return earned
 
     def _record(self, rnd: int, modes: list[Mode], train: float) -> None:
         row = {"round": rnd, "train_score": train, "modes": len(modes)}

@@ -114,7 +114,11 @@ def restrict_context(agent: Agent, modes: list[Mode], active: torch.Tensor) -> l
             hit = fires & active
             if not bool(hit.any()) or float(y[fires].mean()) >= 0.8 * float(y[hit].mean()):
                 continue
-            keys = sorted({key_piece(ws.vocab, i) for i in prev_s[hit & valid_s].tolist()} - {""})
+            # Only contexts that recur in both train folds (alternating windows): the set is chosen from the
+            # activating tokens themselves, so a context seen once would fit its own occurrence and the
+            # score, which refits strengths but not the set, could not tell (held-out Score fell, 4/456).
+            keys = sorted(set.intersection(*({key_piece(ws.vocab, i) for i in prev_s[hit & valid_s & (ws.fold == f)]
+                                              .tolist()} for f in (False, True))) - {""})
             if keys and len(keys) <= 12:
                 ctx = AllOf((atom, PrevTokenIn(tuple(keys), 1)))
                 rest = [x for k, x in enumerate(parts) if k != a_i]
@@ -169,7 +173,8 @@ def cover_missed(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[
     missed = active & ~fired
     if bool(missed.any()):
         used = {a for m in modes for a in atoms(m)}
-        cands = [c for c in candidates(ws, missed) if c not in used]
+        cands = [c for c in candidates(ws, missed) if c not in used
+                 and (isinstance(c, TokenIn) or ws.replicated(c, active))]
         if cands:
             sc = score_conditions(ws.ev, cands, ws.batch, positives=missed)
             ok = np.flatnonzero((sc.focus_hits > 0) & (sc.mean_act >= agent.cfg.min_precision * ws.threshold))
@@ -189,6 +194,11 @@ def cover_missed(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[
                 else:
                     props.append((f"new mode for missed tokens: {c.describe()}", [*modes, alone]))
     return props
+
+
+def is_position_mode(m: Mode) -> bool:
+    """Whether every condition of the mode is a document position (a ``position_mode`` ladder)."""
+    return bool(m.conditions) and all(isinstance(c, Position) for c in m.conditions)
 
 
 def position_mode(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
@@ -322,5 +332,4 @@ def proposals(agent: Agent, modes: list[Mode], kept: list[Condition],
     return (prune(agent, modes) + generalise(agent, modes, active) + restrict_context(agent, modes, active)
             + drop_or_merge(agent, modes, active) + cover_missed(agent, modes, active)
             + split_context(agent, modes, active)
-            + (position_mode(agent, modes, active) if not any(m.conditions and all(
-                isinstance(c, Position) for c in m.conditions) for m in modes) else []))
+            + (position_mode(agent, modes, active) if not any(is_position_mode(m) for m in modes) else []))

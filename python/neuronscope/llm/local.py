@@ -173,7 +173,7 @@ def _wait_healthy(server: LocalServer, timeout_s: float) -> None:
 
 
 @contextmanager
-def local_server(model: str, *, slots: int | None = None, ctx_per_slot: int = 4096, threads: int | None = None,
+def local_server(model: str, *, slots: int | None = None, ctx_per_slot: int = 8192, threads: int | None = None,
                  startup_timeout_s: float = 600.0, log_dir: str | Path | None = None,
                  **llm_fields: Any) -> Iterator[LocalServer]:
     """Starts a llama.cpp server on ``model`` (built-in name or ``.gguf``), yields it, and always stops it.

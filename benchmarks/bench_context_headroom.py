@@ -1,0 +1,138 @@
+"""How much held-out Score is there above the token look-up table at all? Context tables as a ceiling.
+
+    python benchmarks/bench_context_headroom.py --n 200 --store runs/minilm \\
+        --explanations runs/eval/real_explanations.jsonl --out benchmarks/results/context_headroom.json
+
+Issue 15 asks NeuronScope for +0.05 held-out Score over the token look-up table (each token at its mean train
+activation) on real MiniLM neurons. This measures what richer look-up tables, fitted on the same train windows
+and scored on the same held-out windows as ``neuronscope eval``, reach: the token × previous-token table, the
+token × next-token table (MiniLM is an encoder and reads both sides) and the token × both-neighbours table,
+each backed off to the coarser table where a pair was never seen in train (a pair seen n times gets
+(sum + k · coarser) / (n + k), k = 1). These tables are not explanations — a reader cannot predict from
+thousands of bigram rows — but they bound what a token-level reading with one neighbour of context can gain.
+Given ``--explanations`` (an eval run's ``real_explanations.jsonl``), the same table gets NeuronScope's and
+the single-pass table's held-out Score from it, for the same neurons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+Key = Callable[[Sequence[str], int], object]
+
+
+def _keys(pieces: list[str]) -> dict[str, Key]:
+    def nb(ids: Sequence[str], t: int, d: int) -> str:
+        return ids[t + d] if 0 <= t + d < len(ids) else "<edge>"
+
+    return {"token": lambda ids, t: ids[t],
+            "prev": lambda ids, t: (ids[t], nb(ids, t, -1)),
+            "next": lambda ids, t: (ids[t], nb(ids, t, 1)),
+            "both": lambda ids, t: (ids[t], nb(ids, t, -1), nb(ids, t, 1))}
+
+
+def _fit(keys: list, y: np.ndarray) -> tuple[dict, dict]:
+    s: dict = defaultdict(float)
+    n: dict = defaultdict(int)
+    for k, v in zip(keys, y.tolist(), strict=True):
+        s[k] += v
+        n[k] += 1
+    return s, n
+
+
+def _pearson(p: np.ndarray, y: np.ndarray) -> float:
+    return float(np.corrcoef(p, y)[0, 1]) if p.std() > 0 and y.std() > 0 else 0.0
+
+
+def tables(train: list[tuple[list[str], np.ndarray]], held: list[tuple[list[str], np.ndarray]],
+           k: float = 1.0) -> dict[str, float]:
+    """Held-out Pearson r of each look-up table (module docstring); windows are (lowercased pieces, acts)."""
+    keys = _keys([])
+
+    def flat(wins, key: Key) -> list:
+        return [key(ids, t) for ids, _ in wins for t in range(len(ids))]
+
+    y_tr = np.concatenate([a for _, a in train])
+    y_ho = np.concatenate([a for _, a in held])
+    s, n = _fit(flat(train, keys["token"]), y_tr)
+    tok_ho = flat(held, keys["token"])
+    base = np.array([s[x] / n[x] if x in n else 0.0 for x in tok_ho])
+    out = {"token": _pearson(base, y_ho)}
+
+    def backed(name: str, coarse: np.ndarray) -> np.ndarray:
+        s2, n2 = _fit(flat(train, keys[name]), y_tr)
+        ho = flat(held, keys[name])
+        return np.array([(s2[x] + k * c) / (n2[x] + k) if x in n2 else c for x, c in zip(ho, coarse, strict=True)])
+
+    prev = backed("prev", base)
+    out["prev"] = _pearson(prev, y_ho)
+    out["next"] = _pearson(backed("next", base), y_ho)
+    out["both"] = _pearson(backed("both", prev), y_ho)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--store", default="runs/minilm")
+    p.add_argument("--explanations", default=None)
+    p.add_argument("--out", default="benchmarks/results/context_headroom.json")
+    a = p.parse_args()
+
+    from neuronscope import open_store
+    from neuronscope.agents import parse_neurons
+    from neuronscope.eval.metrics import wilcoxon
+    from neuronscope.scoring.run import StoreSource
+
+    t0 = time.perf_counter()
+    src = StoreSource(open_store(a.store))
+    neurons = parse_neurons(f"sample:{a.n}", src, seed=a.seed)
+    vocab = src.vocab
+    rows = []
+    for layer, idx in neurons:
+        ev = src.evidence(layer, [idx])[0]
+
+        def wins(ws):
+            return [([vocab.pieces[int(i)].strip().lower() for i in w.ids], w.acts.astype(np.float64)) for w in ws]
+
+        rows.append({"layer": layer, "index": idx, **tables(wins(ev.train), wins(ev.heldout))})
+    scored = {}
+    if a.explanations:
+        for line in Path(a.explanations).read_text().splitlines():
+            r = json.loads(line)
+            if "error" not in r:
+                scored[(r["layer"], r["index"], r["method"])] = float((r.get("heldout") or {}).get("score") or 0.0)
+        for r in rows:
+            for m in ("single-pass", "neuronscope"):
+                if (r["layer"], r["index"], m) in scored:
+                    r[m] = scored[(r["layer"], r["index"], m)]
+    names = ["token", "prev", "next", "both"] + [m for m in ("single-pass", "neuronscope") if all(m in r for r in rows)]
+    summary = {}
+    for m in names:
+        x = np.array([r[m] for r in rows])
+        tok = np.array([r["token"] for r in rows])
+        summary[m] = {"score": float(x.mean()), "minus_token_table": float((x - tok).mean()),
+                      "better": int((x > tok).sum()), "worse": int((x < tok).sum()),
+                      "wilcoxon_p": float(wilcoxon(x, tok)[1]) if m != "token" else None}
+    from _results import write
+
+    write(Path(a.out).name, {"command": " ".join(sys.argv), "n_neurons": len(rows), "store": a.store,
+                             "seconds": time.perf_counter() - t0, "summary": summary, "neurons": rows})
+    for m, s in summary.items():
+        print(f"{m:12s} {s['score']:.4f}  − token table {s['minus_token_table']:+.4f}  better {s['better']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
