@@ -99,14 +99,16 @@ def main() -> int:
     src = StoreSource(open_store(a.store))
     neurons = parse_neurons(f"sample:{a.n}", src, seed=a.seed)
     vocab = src.vocab
+    def wins(ws):
+        return [([vocab.pieces[int(i)].strip().lower() for i in w.ids], w.acts.astype(np.float64)) for w in ws]
+
     rows = []
+    by_layer: dict[int, list[int]] = defaultdict(list)
     for layer, idx in neurons:
-        ev = src.evidence(layer, [idx])[0]
-
-        def wins(ws):
-            return [([vocab.pieces[int(i)].strip().lower() for i in w.ids], w.acts.astype(np.float64)) for w in ws]
-
-        rows.append({"layer": layer, "index": idx, **tables(wins(ev.train), wins(ev.heldout))})
+        by_layer[layer].append(idx)
+    for layer, idxs in sorted(by_layer.items()):  # one evidence pass per layer (the same windows as the eval)
+        for ev in src.evidence(layer, idxs):
+            rows.append({"layer": layer, "index": ev.index, **tables(wins(ev.train), wins(ev.heldout))})
     scored = {}
     if a.explanations:
         for line in Path(a.explanations).read_text().splitlines():
