@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
 import pytest
 
-from neuronscope.agents import OfflineConfig, OfflineNeuronScope
+from hand_built import make_agent, minilm_vocab, window
+from neuronscope.agents import OfflineConfig
 from neuronscope.agents.concepts import CLOSED, class_share, shared_class
-from neuronscope.explanations import ConditionEvaluator, Mode, TokenIn, Vocab
-from neuronscope.scoring import NeuronEvidence, Window
+from neuronscope.explanations import Mode, TokenIn
 
 
 def _concept(name: str):
@@ -34,30 +33,16 @@ def test_class_share_and_shared_class_by_hand():
 
 @pytest.fixture(scope="module")
 def vocab():
-    from transformers import AutoTokenizer
-
-    from neuronscope.models import resolve_model_path
-
-    return Vocab.from_tokenizer(AutoTokenizer.from_pretrained(resolve_model_path("minilm")))
-
-
-def _window(vocab: Vocab, words: list[str], acts: list[float], kind: str = "top") -> Window:
-    ids = [int(vocab.ids_in([w])[0]) for w in words]
-    return Window(ids=np.asarray(ids), acts=np.asarray(acts, np.float32), kind=kind, focus=0 if kind == "top" else -1)
-
-
-def _agent(vocab: Vocab, windows: list[Window]) -> OfflineNeuronScope:
-    ev = NeuronEvidence(0, 0, vocab, train=windows, heldout=windows[:1], stats={"max": 3.0})
-    return OfflineNeuronScope(ev, evaluator=ConditionEvaluator(vocab), cfg=OfflineConfig())
+    return minilm_vocab()
 
 
 def test_cover_counts_windows_not_tokens(vocab):
     """One window of 300 dashes and four windows with one 'list' each: 'list' fires on 4 of 304 activating
     tokens (1.3%, below the 5% rule) but in 4 of the 5 windows that hold any (80%)."""
-    wins = [_window(vocab, ["-"] * 300, [3.0] * 300)]
-    wins += [_window(vocab, ["list", "the", "of"], [2.0, 0.0, 0.0]) for _ in range(4)]
-    wins += [_window(vocab, ["the", "of", "a"], [0.0, 0.0, 0.0], kind="random") for _ in range(3)]
-    agent = _agent(vocab, wins)
+    wins = [window(vocab, ["-"] * 300, [3.0] * 300)]
+    wins += [window(vocab, ["list", "the", "of"], [2.0, 0.0, 0.0]) for _ in range(4)]
+    wins += [window(vocab, ["the", "of", "a"], [0.0, 0.0, 0.0], kind="random") for _ in range(3)]
+    agent = make_agent(vocab, wins)
     active = agent.hypothesis()
     assert int(active.sum()) == 304
     lst = Mode("list", conditions=[TokenIn(("list",))])
@@ -68,9 +53,9 @@ def test_cover_counts_windows_not_tokens(vocab):
 
 
 def test_same_class_decides_merges(vocab):
-    wins = [_window(vocab, ["while", "def", "return", "the", "(", ".", "create", "remove", "7", "12"],
+    wins = [window(vocab, ["while", "def", "return", "the", "(", ".", "create", "remove", "7", "12"],
                     [3.0, 3.0, 3.0, 0.0, 2.0, 2.0, 1.5, 1.5, 2.5, 2.5])]
-    agent = _agent(vocab, wins)
+    agent = make_agent(vocab, wins)
     active = agent.hypothesis()
 
     def m(*toks: str) -> Mode:

@@ -7,32 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from neuronscope.agents import OfflineConfig, OfflineNeuronScope
+from hand_built import make_agent, minilm_vocab, window
 from neuronscope.agents.proposals import restrict_context
 from neuronscope.agents.pruning import prune_atoms
 from neuronscope.agents.workspace import build_mode
-from neuronscope.explanations import ConditionEvaluator, Mode, PrevTokenIn, TokenIn, Vocab
-from neuronscope.scoring import NeuronEvidence, Window
+from neuronscope.explanations import Mode, PrevTokenIn, TokenIn, Vocab
+from neuronscope.scoring import Window
 from neuronscope.scoring.corr import pearson_ref
 
 
 @pytest.fixture(scope="module")
 def vocab():
-    from transformers import AutoTokenizer
-
-    from neuronscope.models import resolve_model_path
-
-    return Vocab.from_tokenizer(AutoTokenizer.from_pretrained(resolve_model_path("minilm")))
-
-
-def _window(vocab: Vocab, words: list[str], acts: list[float], kind: str = "top") -> Window:
-    ids = [int(vocab.ids_in([w])[0]) for w in words]
-    return Window(ids=np.asarray(ids), acts=np.asarray(acts, np.float32), kind=kind, focus=0 if kind == "top" else -1)
-
-
-def _agent(vocab: Vocab, windows: list[Window]) -> OfflineNeuronScope:
-    ev = NeuronEvidence(0, 0, vocab, train=windows, heldout=windows[:1], stats={"max": 3.0})
-    return OfflineNeuronScope(ev, evaluator=ConditionEvaluator(vocab), cfg=OfflineConfig())
+    return minilm_vocab()
 
 
 def test_atom_rows_cv_is_leave_one_window_out(vocab):
@@ -41,8 +27,8 @@ def test_atom_rows_cv_is_leave_one_window_out(vocab):
     wins = []
     for _ in range(9):
         ws_ = list(rng.choice(words, size=int(rng.integers(3, 8))))
-        wins.append(_window(vocab, ws_, rng.normal(size=len(ws_)).round(2).tolist()))
-    agent = _agent(vocab, wins)
+        wins.append(window(vocab, ws_, rng.normal(size=len(ws_)).round(2).tolist()))
+    agent = make_agent(vocab, wins)
     ws = agent.ws
     conds = [TokenIn(("list",)), TokenIn(("the", "of")), PrevTokenIn(("a",), 1), TokenIn(("value",))]
     got = ws.atom_rows_cv(conds).numpy()
@@ -66,14 +52,14 @@ def test_atom_rows_cv_is_leave_one_window_out(vocab):
 def _dash_neuron(vocab: Vocab) -> list[Window]:
     """A neuron that fires on "-" (2.0) and weakly on "+" (0.5), nothing else. "x" precedes the dashes in the
     top windows, so "after x" is precise there; but "x" also precedes many silent tokens elsewhere."""
-    wins = [_window(vocab, ["x", "-", "-", "the", "+"], [0.0, 2.0, 2.0, 0.0, 0.5]) for _ in range(6)]
-    wins += [_window(vocab, ["x", "of", "x", "a", "x", "is"], [0.0] * 6, kind="random") for _ in range(6)]
-    wins += [_window(vocab, ["the", "+", "of"], [0.0, 0.5, 0.0], kind="random") for _ in range(4)]
+    wins = [window(vocab, ["x", "-", "-", "the", "+"], [0.0, 2.0, 2.0, 0.0, 0.5]) for _ in range(6)]
+    wins += [window(vocab, ["x", "of", "x", "a", "x", "is"], [0.0] * 6, kind="random") for _ in range(6)]
+    wins += [window(vocab, ["the", "+", "of"], [0.0, 0.5, 0.0], kind="random") for _ in range(4)]
     return wins
 
 
 def test_prune_drops_a_broad_context_atom_that_overrides_token_levels(vocab):
-    agent = _agent(vocab, _dash_neuron(vocab))
+    agent = make_agent(vocab, _dash_neuron(vocab))
     ws = agent.ws
     bad = PrevTokenIn(("x",), 1)
     mode = build_mode(ws, [TokenIn(("-",)), TokenIn(("+",)), bad])
@@ -92,9 +78,9 @@ def test_prune_drops_a_broad_context_atom_that_overrides_token_levels(vocab):
 def test_prune_keeps_a_context_the_neuron_follows(vocab):
     """"value" fires (2.0) only right after "return" and is silent elsewhere: the context atom is the
     explanation, and removing it (leaving the plain token) must cost score, so pruning keeps it."""
-    wins = [_window(vocab, ["return", "value", "the"], [0.0, 2.0, 0.0]) for _ in range(6)]
-    wins += [_window(vocab, ["a", "value", "of"], [0.0, 0.0, 0.0], kind="random") for _ in range(6)]
-    agent = _agent(vocab, wins)
+    wins = [window(vocab, ["return", "value", "the"], [0.0, 2.0, 0.0]) for _ in range(6)]
+    wins += [window(vocab, ["a", "value", "of"], [0.0, 0.0, 0.0], kind="random") for _ in range(6)]
+    agent = make_agent(vocab, wins)
     ws = agent.ws
     from neuronscope.explanations.model import AllOf
 
@@ -115,9 +101,9 @@ def test_restrict_context_needs_contexts_seen_in_both_halves(vocab):
     wins = []
     for k in range(6):
         prev = "point" if k == 2 else "given"
-        wins.append(_window(vocab, [prev, "in", "the"], [0.0, 2.0, 0.0]))
-    wins += [_window(vocab, ["a", "in", "of"], [0.0, 0.0, 0.0], kind="random") for _ in range(6)]
-    agent = _agent(vocab, wins)
+        wins.append(window(vocab, [prev, "in", "the"], [0.0, 2.0, 0.0]))
+    wins += [window(vocab, ["a", "in", "of"], [0.0, 0.0, 0.0], kind="random") for _ in range(6)]
+    agent = make_agent(vocab, wins)
     ws = agent.ws
     active = ws.batch.acts >= ws.threshold
     props = restrict_context(agent, [build_mode(ws, [TokenIn(("in",))])], active)
