@@ -12,6 +12,15 @@ each backed off to the coarser table where a pair was never seen in train (a pai
 thousands of bigram rows — but they bound what a token-level reading with one neighbour of context can gain.
 Given ``--explanations`` (an eval run's ``real_explanations.jsonl``), the same table gets NeuronScope's and
 the single-pass table's held-out Score from it, for the same neurons.
+
+Two further sections say where the rest of the held-out Score lies:
+
+- ``evidence``: the token table scored on the odd held-out windows, fitted on the train windows, on half of
+  them, and on the train windows plus the even held-out windows — how much of its error is sampling;
+- ``unseen``: the held-out tokens never seen in train (their share of tokens and of the held-out variance),
+  the token table with them set to their true activation (a ceiling for generalising to unseen words),
+  and with them filled from their 20 nearest train tokens in MiniLM's input word embeddings (cosine^4
+  weights; a reading that generalises by meaning, as an uninterpretable reference).
 """
 
 from __future__ import annotations
@@ -81,6 +90,66 @@ def tables(train: list[tuple[list[str], np.ndarray]], held: list[tuple[list[str]
     return out
 
 
+def evidence(train: list[tuple[list[str], np.ndarray]], held: list[tuple[list[str], np.ndarray]]) -> dict:
+    """Token-table Score on the odd held-out windows, fitted on more or less evidence (module docstring)."""
+    odd, even = held[1::2], held[0::2]
+    return {f"fit_{name}": tables(fit, odd)["token"]
+            for name, fit in (("train", train), ("half_train", train[0::2]), ("train_plus_half_heldout", train + even))}
+
+
+class WordVectors:
+    """A subject token's static meaning: the mean of MiniLM's input word embeddings over the WordPiece
+    tokenisation of its normalised text (any subject vocabulary), unit length, cached per id."""
+
+    def __init__(self, vocab) -> None:
+        from neuronscope.embedding import minilm
+
+        self.tok, model = minilm()
+        self.table = model.embeddings.word_embeddings.weight.detach().numpy().astype(np.float64)
+        self.vocab = vocab
+        self.cache: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, ids: np.ndarray) -> np.ndarray:
+        for i in ids.tolist():
+            if i not in self.cache:
+                text = self.vocab.pieces[i].strip().lstrip("Ġ▁").removeprefix("##") or self.vocab.pieces[i]
+                sub = self.tok(text, add_special_tokens=False)["input_ids"] or [self.tok.unk_token_id]
+                v = self.table[sub].mean(0)
+                self.cache[i] = v / (np.linalg.norm(v) + 1e-12)
+        return np.stack([self.cache[i] for i in ids.tolist()])
+
+
+def unseen(train_ids: np.ndarray, y_tr: np.ndarray, held_ids: np.ndarray, y_ho: np.ndarray, emb: WordVectors,
+           k: int = 20) -> dict:
+    """(T_tr,) ids, (T_tr,) acts, (T_ho,) ids, (T_ho,) acts, word vectors → the ``unseen`` section."""
+    s: dict = defaultdict(float)
+    n: dict = defaultdict(int)
+    for i, v in zip(train_ids.tolist(), y_tr.tolist(), strict=True):
+        s[i] += v
+        n[i] += 1
+    seen = np.asarray([i in n for i in held_ids.tolist()])
+    base = np.asarray([s[i] / n[i] if i in n else 0.0 for i in held_ids.tolist()])
+    d = (y_ho - y_ho.mean()) ** 2
+    out = {"unseen_token_share": float(1 - seen.mean()),
+           "unseen_variance_share": float(d[~seen].sum() / d.sum()) if d.sum() > 0 else 0.0,
+           "token": _pearson(base, y_ho)}
+    oracle = base.copy()
+    oracle[~seen] = y_ho[~seen]
+    out["unseen_true"] = _pearson(oracle, y_ho)
+    fill = base.copy()
+    new = np.unique(held_ids[~seen])
+    if len(new):
+        sid = np.asarray(list(n))
+        means = np.asarray([s[i] / n[i] for i in sid])
+        sim = emb[new] @ emb[sid].T
+        top = np.argsort(-sim, axis=1)[:, :k]
+        w = np.maximum(np.take_along_axis(sim, top, 1), 0) ** 4
+        guess = dict(zip(new.tolist(), ((w * means[top]).sum(1) / (w.sum(1) + 1e-12)).tolist(), strict=True))
+        fill[~seen] = [guess[i] for i in held_ids[~seen].tolist()]
+    out["unseen_nearest_words"] = _pearson(fill, y_ho)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=200)
@@ -102,13 +171,19 @@ def main() -> int:
     def wins(ws):
         return [([vocab.pieces[int(i)].strip().lower() for i in w.ids], w.acts.astype(np.float64)) for w in ws]
 
+    emb = WordVectors(vocab)
     rows = []
     by_layer: dict[int, list[int]] = defaultdict(list)
     for layer, idx in neurons:
         by_layer[layer].append(idx)
     for layer, idxs in sorted(by_layer.items()):  # one evidence pass per layer (the same windows as the eval)
         for ev in src.evidence(layer, idxs):
-            rows.append({"layer": layer, "index": ev.index, **tables(wins(ev.train), wins(ev.heldout))})
+            tr, ho = wins(ev.train), wins(ev.heldout)
+            row = {"layer": layer, "index": ev.index, **tables(tr, ho), "evidence": evidence(tr, ho)}
+            ids = [np.concatenate([w.ids for w in part]) for part in (ev.train, ev.heldout)]
+            acts = [np.concatenate([w.acts for w in part]).astype(np.float64) for part in (ev.train, ev.heldout)]
+            row["unseen"] = unseen(ids[0], acts[0], ids[1], acts[1], emb)
+            rows.append(row)
     scored = {}
     if a.explanations:
         for line in Path(a.explanations).read_text().splitlines():
@@ -127,12 +202,18 @@ def main() -> int:
         summary[m] = {"score": float(x.mean()), "minus_token_table": float((x - tok).mean()),
                       "better": int((x > tok).sum()), "worse": int((x < tok).sum()),
                       "wilcoxon_p": float(wilcoxon(x, tok)[1]) if m != "token" else None}
+    for section in ("evidence", "unseen"):
+        if all(section in r for r in rows) and rows:
+            summary[section] = {k: float(np.mean([r[section][k] for r in rows])) for k in rows[0][section]}
     from _results import write
 
     write(Path(a.out).name, {"command": " ".join(sys.argv), "n_neurons": len(rows), "store": a.store,
                              "seconds": time.perf_counter() - t0, "summary": summary, "neurons": rows})
     for m, s in summary.items():
-        print(f"{m:12s} {s['score']:.4f}  − token table {s['minus_token_table']:+.4f}  better {s['better']}")
+        if "score" in s:
+            print(f"{m:12s} {s['score']:.4f}  − token table {s['minus_token_table']:+.4f}  better {s['better']}")
+        else:
+            print(m, {k: round(v, 4) for k, v in s.items()})
     return 0
 
 

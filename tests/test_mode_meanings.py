@@ -67,3 +67,24 @@ def test_same_class_decides_merges(vocab):
     assert agent.same_class(m("def", "return"), m("7", "12"), active) is False  # two different classes
     assert agent.similar(m("while"), m("def", "return"), active)
     assert not agent.similar(m("7", "12"), m("create", "remove"), active)
+
+
+def test_sub_classes_of_punctuation_leave_the_decision_to_strength_and_features(vocab):
+    """Commas/colons and full stops/question marks are two closed classes, but both lie inside the catch-all
+    punctuation class: no evidence either way (a neuron's one punctuation meaning splits between them). A
+    closed class against a mode outside every class is still two meanings."""
+    wins = [window(vocab, [",", ":", ";", ".", "?", "!", "+", "-", "7", "12", "create", "remove"],
+                    [2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.5, 2.5, 1.0, 1.0])]
+    agent = make_agent(vocab, wins)
+    active = agent.hypothesis()
+
+    def m(*toks: str) -> Mode:
+        return Mode("/".join(toks), conditions=[TokenIn(toks)])
+
+    commas, stops, ops = m(",", ":", ";"), m(".", "?", "!"), m("+", "-")
+    assert _concept("commas and colons").name == "commas and colons"
+    assert agent.same_class(commas, stops, active) is None
+    assert agent.same_class(ops, commas, active) is None
+    assert agent.same_class(m("7", "12"), m("create", "remove"), active) is False
+    # Undecided by the classes, the strengths decide here (no features): alike (2.0 and 2.0) → one meaning.
+    assert agent.similar(commas, stops, active)

@@ -33,7 +33,9 @@ class AgentConfig:
     merge_similarity_low: float = 0.1
     """Below this cosine two modes never merge; between it and ``merge_similarity`` they merge only when their
     typical strengths are within ``merge_strength_tol`` of each other."""
-    merge_strength_tol: float = 0.2
+    merge_strength_tol: float = 0.1
+    """Typical strengths within this share of the larger are "alike". Strength is weak evidence of one meaning:
+    at 0.2, two meanings a sixth apart (3.0 and 2.5 on planted neurons) merged on feature cosines near 0.2."""
     cluster_distance: float | None = 0.6
     """Average-linkage cut (cosine distance) for grouping components; None = best-silhouette automatic cut."""
     rounds: int = 4
@@ -55,7 +57,8 @@ class AgentConfig:
     background_tokens: int = 1000
     """Tokens in the background term at most (each at its own mean train activation; as many as the look-up table)."""
     min_mode_gain: float = 0.01
-    """... and removing it loses at least this much train score (else it is merged, background or dropped)."""
+    """... and removing it loses at least this much train score over the windows in which it fires on activating
+    tokens (else it is merged, background or dropped)."""
 
 
 OfflineConfig = AgentConfig
