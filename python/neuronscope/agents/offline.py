@@ -396,8 +396,8 @@ class OfflineNeuronScope:
                 what = "dropped"
             decisions.append(f"{m.label}: cover {cover:.0%}, gain {gain:+.3f} → {what}")
         self.log("earn", rule=f"cover ≥ {cfg.min_mode_cover:.0%} of the windows with activating tokens and gain ≥ "
-                 f"{cfg.min_mode_gain} train score on the windows where it fires", decisions=decisions, meanings=len(modes),
-                 background=len(background))
+                 f"{cfg.min_mode_gain} train score on the windows where it fires", decisions=decisions,
+                 meanings=len(modes), background=len(background))
         bg = bg_modes()
         return modes, (bg[0] if bg else None)
 
