@@ -57,8 +57,7 @@ class AgentConfig:
     background_tokens: int = 1000
     """Tokens in the background term at most (each at its own mean train activation; as many as the look-up table)."""
     min_mode_gain: float = 0.01
-    """... and removing it loses at least this much train score over the windows in which it fires on activating
-    tokens (else it is merged, background or dropped)."""
+    """... and removing it loses at least this much train score (else it is merged, background or dropped)."""
 
 
 OfflineConfig = AgentConfig

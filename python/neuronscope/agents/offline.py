@@ -348,7 +348,7 @@ class OfflineNeuronScope:
 
         a mode is a meaning when it fires on activating tokens in at least ``min_mode_cover`` of the train
         windows that hold any (:meth:`cover`) and removing it (the other modes and the background kept) loses
-        at least ``min_mode_gain`` train score on those windows (where it fires on activating tokens).
+        at least ``min_mode_gain`` train score.
         The least useful failing mode goes first, and the rule is re-checked on the rest: one that covers
         the activating tokens but adds nothing over the others means the same as one of them and is merged
         into the most similar; one that covers too little but still predicts (diffuse low-level firing)
@@ -365,14 +365,11 @@ class OfflineNeuronScope:
 
         while len(modes) > 1:
             extra = bg_modes()
+            full = ws.score(modes + extra)
             stats = []
             for i, m in enumerate(modes):
                 cover = self.cover(m, active)
-                # Gain where the mode is at work: over the windows in which it fires on activating tokens. A weak
-                # meaning (time words at a third of the neuron's peak, in 30% of its windows) moves the score
-                # of the whole train split by less than the noise, but not the score of the windows it explains.
-                where = ws.windows_of(ws.fires(m) & active)
-                gain = ws.score(modes + extra, where) - ws.score(modes[:i] + modes[i + 1 :] + extra, where)
+                gain = full - ws.score(modes[:i] + modes[i + 1 :] + extra)
                 stats.append((cover, gain))
             fails = [i for i, (c, g) in enumerate(stats) if c < cfg.min_mode_cover or g < cfg.min_mode_gain]
             if not fails:
@@ -396,8 +393,8 @@ class OfflineNeuronScope:
                 what = "dropped"
             decisions.append(f"{m.label}: cover {cover:.0%}, gain {gain:+.3f} → {what}")
         self.log("earn", rule=f"cover ≥ {cfg.min_mode_cover:.0%} of the windows with activating tokens and gain ≥ "
-                 f"{cfg.min_mode_gain} train score on the windows where it fires", decisions=decisions,
-                 meanings=len(modes), background=len(background))
+                 f"{cfg.min_mode_gain} train score", decisions=decisions, meanings=len(modes),
+                 background=len(background))
         bg = bg_modes()
         return modes, (bg[0] if bg else None)
 

@@ -144,24 +144,13 @@ class Workspace:
             return torch.zeros(self.batch.n_tokens, dtype=torch.float32)
         return _pick(torch.stack(rows))
 
-    def score(self, modes: list[Mode], where: torch.Tensor | None = None) -> float:
-        """The train score every decision uses: Pearson r of the cross-validated prediction (:meth:`atom_rows_cv`),
-        over every train token or only those ``where`` ((T,) bool) is set."""
+    def score(self, modes: list[Mode]) -> float:
+        """The train score every decision uses: Pearson r of the cross-validated prediction (:meth:`atom_rows_cv`)."""
         if not modes or not any(m.conditions for m in modes):
             return 0.0
         from ..scoring.corr import pearson_ref
 
-        pred, y = self.predict_cv(modes), self.batch.acts
-        if where is not None:
-            pred, y = pred[where], y[where]
-        return float(torch.nan_to_num(pearson_ref(pred[None], y), nan=0.0)[0])
-
-    def windows_of(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(T,) bool → (T,) bool: every token of the train windows that hold any of ``tokens``."""
-        win = self.batch.window
-        hot = torch.zeros(int(win.max()) + 1 if win.numel() else 0, dtype=torch.bool)
-        hot[win[tokens]] = True
-        return hot[win]
+        return float(pearson_ref(self.predict_cv(modes)[None], self.batch.acts)[0])
 
     def fit_score(self, modes: list[Mode]) -> float:
         """Pearson r of the prediction with the strengths as they are (in-sample)."""
