@@ -110,9 +110,11 @@ class WordVectors:
         self.cache: dict[int, np.ndarray] = {}
 
     def __getitem__(self, ids: np.ndarray) -> np.ndarray:
+        from neuronscope.explanations.model import normalise
+
         for i in ids.tolist():
             if i not in self.cache:
-                text = self.vocab.pieces[i].strip().lstrip("Ġ▁").removeprefix("##") or self.vocab.pieces[i]
+                text = normalise(self.vocab.pieces[i], True) or self.vocab.pieces[i]
                 sub = self.tok(text, add_special_tokens=False)["input_ids"] or [self.tok.unk_token_id]
                 v = self.table[sub].mean(0)
                 self.cache[i] = v / (np.linalg.norm(v) + 1e-12)

@@ -9,7 +9,7 @@ import pytest
 
 from hand_built import make_agent, minilm_vocab, window
 from neuronscope.agents import OfflineConfig
-from neuronscope.agents.concepts import CLOSED, class_share, shared_class
+from neuronscope.agents.concepts import CLOSED, class_share, closed_concept, shared_class
 from neuronscope.explanations import Mode, TokenIn
 
 
@@ -82,7 +82,9 @@ def test_sub_classes_of_punctuation_leave_the_decision_to_strength_and_features(
         return Mode("/".join(toks), conditions=[TokenIn(toks)])
 
     commas, stops, ops = m(",", ":", ";"), m(".", "?", "!"), m("+", "-")
-    assert _concept("commas and colons").name == "commas and colons"
+    # two different closed classes: the rule "different classes, different meanings" would have said False
+    assert closed_concept(Counter(dict.fromkeys(commas.conditions[0].tokens, 2.0))).name == "commas and colons"
+    assert closed_concept(Counter(dict.fromkeys(stops.conditions[0].tokens, 2.0))).name != "commas and colons"
     assert agent.same_class(commas, stops, active) is None
     assert agent.same_class(ops, commas, active) is None
     assert agent.same_class(m("7", "12"), m("create", "remove"), active) is False

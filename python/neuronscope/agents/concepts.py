@@ -204,6 +204,14 @@ def shared_class(a: Counter, b: Counter) -> Concept | None:
     return None
 
 
+def shared_catch_all(a: Counter, b: Counter) -> Concept | None:
+    """The catch-all class (``CATCH_ALL``) holding at least ``MIN_SHARE`` of both token masses, or None."""
+    for c in CLOSED:
+        if c.name in CATCH_ALL and class_share(c, a) >= MIN_SHARE and class_share(c, b) >= MIN_SHARE:
+            return c
+    return None
+
+
 def open_concept(tokens: Counter) -> tuple[str, str] | None:
     """(label, phrase) of the open class the tokens sit close to in MiniLM's space, or None."""
     words = [t for t in tokens if re.search(r"[A-Za-z]{3,}", t)]

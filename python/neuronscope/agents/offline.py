@@ -39,7 +39,17 @@ from ..scoring.batch import score_conditions
 from ..scoring.evidence import NeuronEvidence
 from .background import background_term
 from .base import AgentConfig, AgentResult
-from .concepts import CATCH_ALL, CLOSED, MIN_SHARE, class_share, closed_concept, mode_tokens, name_modes, shared_class
+from .concepts import (
+    CATCH_ALL,
+    CLOSED,
+    MIN_SHARE,
+    class_share,
+    closed_concept,
+    mode_tokens,
+    name_modes,
+    shared_catch_all,
+    shared_class,
+)
 from .proposals import is_position_mode, proposals
 from .pruning import prune_atoms
 from .threads import remember_model_threads, torch_threads
@@ -229,8 +239,7 @@ class OfflineNeuronScope:
         # arithmetic operators and other symbols) are no evidence either way: a planted punctuation mode's tokens
         # were split between two such sub-classes at one strength (2.52 and 2.51) on 8 of 102 planted neurons.
         # Then the features and the strengths decide.
-        if any(class_share(k, ta) >= MIN_SHARE and class_share(k, tb) >= MIN_SHARE for k in CLOSED
-               if k.name in CATCH_ALL):
+        if shared_catch_all(ta, tb) is not None:
             return None
         ca, cb = closed_concept(ta), closed_concept(tb)
         if ca is not None and cb is not None and ca.name != cb.name:
