@@ -44,3 +44,29 @@ def embed_texts(texts: Sequence[str], *, batch_size: int = 64, device: str = "cp
         m = enc["attention_mask"][..., None].to(h.dtype)
         out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1).cpu())
     return torch.cat(out) if out else torch.zeros((0, 384))
+
+
+_STATIC: dict[str, torch.Tensor] = {}
+_TABLE: list[torch.Tensor] = []  # the centred input embedding table, once loaded
+
+
+@torch.inference_mode()
+def static_word_vectors(words: Sequence[str]) -> torch.Tensor:
+    """(n, 384) a word's meaning out of context, cheaply: the mean of all-MiniLM-L6-v2's input word embeddings
+    over its WordPiece tokens, centred on the mean of the embedding table (raw input embeddings share one
+    large direction) and L2-normalised; cached per word. No transformer pass, so a whole vocabulary costs
+    milliseconds (:func:`embed_texts` of one word costs a forward pass)."""
+    tok, model = minilm()
+    if not _TABLE:
+        raw = model.embeddings.word_embeddings.weight.detach().float()
+        _TABLE.append(raw - raw.mean(0))
+    table = _TABLE[0]
+    out = []
+    for w in words:
+        v = _STATIC.get(w)
+        if v is None:
+            sub = tok(w, add_special_tokens=False)["input_ids"] or [tok.unk_token_id]
+            v = torch.nn.functional.normalize(table[sub].mean(0), dim=0)
+            _STATIC[w] = v
+        out.append(v)
+    return torch.stack(out) if out else torch.zeros((0, table.shape[1]))

@@ -10,13 +10,14 @@ or the planted definition), so the refinement sees real feedback.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..explanations.conditions import ConditionEvaluator
-from ..explanations.model import Mode
+from ..explanations.model import Mode, TokenIn
 from ..scoring.evidence import NeuronEvidence, Window, WindowBatch, corpus_window
 from .threads import torch_threads
 from .workspace import FeatureFn, ProbeFn
@@ -131,6 +132,9 @@ def store_probe(store, activations, evidence: NeuronEvidence, evaluator: Conditi
         prepared by the activation source), n more windows sit on its strongest activations that no mode explains:
         the activation feedback that finds a mode the evidence never showed (a weaker meaning whose tokens
         the top-k and the quantile samples happened to miss).
+        And n windows per word mode on the words nearest in meaning to its words that it does not hold
+        (:func:`neighbour_words`): the evidence holds only the words the top-k happened to show, and a category
+        ("creating" beside "create", "usually" beside "often") is learnt only when its other members are tried.
         """
         if n <= 0 or total_hi <= total_lo:
             return []
@@ -148,6 +152,7 @@ def store_probe(store, activations, evidence: NeuronEvidence, evaluator: Conditi
             cand = np.asarray([p for p in (a + np.flatnonzero(fires)).tolist() if p not in taken], dtype=np.int64)
             if len(cand):
                 picks.append(rng.choice(cand, size=min(n, len(cand)), replace=False))
+        picks += _neighbour_picks(modes, ids.numpy(), a, taken, evidence.vocab, rng, n)
         if activations.is_lookup(evidence.layer):
             acts = activations.at(evidence.layer, [evidence.index], np.arange(a, a + span))[:, 0]
             acts = np.where(explained | ~np.isfinite(acts), -np.inf, acts)
@@ -169,6 +174,63 @@ def store_probe(store, activations, evidence: NeuronEvidence, evaluator: Conditi
         return out
 
     return probe
+
+
+NEIGHBOURS = 8
+"""Words nearest in meaning to a mode's words whose corpus occurrences are probed (per mode, per probe round)."""
+MIN_NEIGHBOUR_SIM = 0.3
+"""Cosine (``embedding.static_word_vectors``) a neighbour needs with the centroid of the mode's words."""
+_WORD_RE = re.compile(r"[a-z][a-z'-]+")
+
+
+def neighbour_words(words: Sequence[str], pool: Sequence[str], k: int = NEIGHBOURS,
+                    min_sim: float = MIN_NEIGHBOUR_SIM) -> list[str]:
+    """The ``k`` words of ``pool`` (not in ``words``) nearest the centroid of ``words`` by static word vectors,
+    those with cosine ≥ ``min_sim``, nearest first."""
+    from ..embedding import static_word_vectors
+
+    own = set(words)
+    pool = [w for w in dict.fromkeys(pool) if w not in own]
+    if not words or not pool:
+        return []
+    c = static_word_vectors(list(words)).mean(0)
+    c = c / (c.norm() + 1e-12)
+    sims = (static_word_vectors(pool) @ c).numpy()
+    order = np.argsort(-sims, kind="stable")[:k]
+    return [pool[i] for i in order if sims[i] >= min_sim]
+
+
+def _mode_words(mode: Mode) -> list[str]:
+    """The lower-case words of a mode's case-insensitive token sets (the words a category is seen through)."""
+    out = []
+    for c in mode.conditions:
+        if isinstance(c, TokenIn) and not c.case_sensitive:
+            out += [t.lower() for t in c.tokens if _WORD_RE.fullmatch(t.lower())]
+    return list(dict.fromkeys(out))
+
+
+def _neighbour_picks(modes: list[Mode], ids: np.ndarray, start: int, taken: set[int], vocab,
+                     rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """Corpus positions (global) of up to n occurrences, per word mode, of its neighbour words in the stretch
+    ``ids`` (T,) that starts at ``start``, outside the evidence (``taken``)."""
+    from ..explanations.model import normalise
+
+    uniq, inv = np.unique(ids, return_inverse=True)
+    # continuation pieces ("##ing") are not words
+    word_of = [normalise(vocab.pieces[int(i)], True).lower() if not vocab.pieces[int(i)].startswith("##") else ""
+               for i in uniq]
+    pool = [w for w in dict.fromkeys(word_of) if _WORD_RE.fullmatch(w)]
+    out = []
+    for mode in modes:
+        words = _mode_words(mode)
+        near = set(neighbour_words(words, pool)) if words else set()
+        if not near:
+            continue
+        hit = np.asarray([w in near for w in word_of], dtype=bool)[inv]
+        cand = np.asarray([p for p in (start + np.flatnonzero(hit)).tolist() if p not in taken], dtype=np.int64)
+        if len(cand):
+            out.append(rng.choice(cand, size=min(n, len(cand)), replace=False))
+    return out
 
 
 def probe_texts(activations, evidence: NeuronEvidence) -> ProbeTextFn:

@@ -16,9 +16,11 @@ Roles (arXiv 2601.03671's loop, each step recorded in the transcript):
 5. scoring on the train split with the exec simulator (held-out data is never used for decisions);
 6. refinement with activation feedback — proposals from false negatives (uncovered activating
    tokens), false positives (set members whose own mean activation is far below the mode's),
-   weak modes (removal does not hurt), strength splits, and probe texts retrieved from the corpus
-   where a mode fires, run through the subject model for real activations (added to the train
-   evidence); a proposal is kept only if the train score rises. Stop after two rounds without gain
+   weak modes (removal does not hurt), strength splits, and probe windows retrieved from the corpus
+   where a mode fires and where the words nearest in meaning to a mode's words occur (``feedback``:
+   a category is learnt beyond the members the evidence happened to show), run through the subject
+   model for real activations (added to the train evidence); a proposal is kept only if the train
+   score rises. Stop after two rounds without gain
    or when the round budget is spent.
 
 The single-pass baseline reads only the top train exemplars: one mode, the tokens the top
