@@ -53,7 +53,7 @@ def test_neighbour_words_are_the_brute_force_nearest_to_the_centroid():
 def test_probe_fetches_real_activations_on_words_near_a_word_mode(minilm_store):
     src = StoreSource(minilm_store)
     ev = src.evidence(1, [7])[0]
-    probe = ExplainContext(src, AgentConfig()).probe(ev)
+    probe = ExplainContext(src, AgentConfig(neighbour_probes=True)).probe(ev)
     tok = minilm_store.tokens
     corpus = {normalise(ev.vocab.pieces[int(i)]) for i in tok.tokens[:]
               if not ev.vocab.pieces[int(i)].startswith("##")}
@@ -77,3 +77,7 @@ def test_probe_fetches_real_activations_on_words_near_a_word_mode(minilm_store):
     ref = activation_source(minilm_store).at(1, [7], np.arange(w.start, w.start + len(w.ids)))[:, 0]
     np.testing.assert_allclose(w.acts, ref, rtol=1e-4, atol=1e-4)
     assert torch.is_tensor(static_word_vectors(["x"]))
+    # off by default: the same probe without neighbours centres every window on the mode's own word
+    plain = ExplainContext(src, AgentConfig()).probe(ev)([Mode("name", conditions=[TokenIn(("name",))])], 6)
+    assert plain
+    assert {normalise(ev.vocab.pieces[int(w.ids[w.focus])]) for w in plain} == {"name"}

@@ -42,6 +42,11 @@ class AgentConfig:
     probes_per_mode: int = 6
     probe_rounds: int = 2
     """Rounds that fetch probes (each costs subject-model forward passes)."""
+    neighbour_probes: bool = False
+    """Probes also fetch corpus windows on the words nearest in meaning to each word mode's words
+    (``feedback.store_probe``). Off by default: on MiniLM it bought +0.003 held-out Score over the token table
+    and +0.008 planted recall, and doubled the agent's time per real neuron (2.6 → 5.3 s), which takes
+    ``neuronscope eval --suite all`` past its 15-minute budget on 2 cores."""
     prune_frac: float = 0.3
     """False positive: a token of a set whose own mean activation is below this share of the mode's strength."""
     single_pass_tokens: int = 12

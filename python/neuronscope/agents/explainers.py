@@ -66,7 +66,8 @@ class ExplainContext:
         """Corpus probes (windows outside the evidence where a mode fires), when the source has a corpus."""
         if self.store is None or self.activations is None:
             return None
-        return store_probe(self.store, self.activations, ev, self.evaluator)
+        return store_probe(self.store, self.activations, ev, self.evaluator,
+                           neighbours=self.config.neighbour_probes)
 
     def probe_texts(self, ev: NeuronEvidence) -> ProbeTextFn | None:
         """New texts through the source's activations (the LLM refinement's probes)."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..explanations.conditions import ConditionEvaluator
-from ..explanations.model import Mode, TokenIn
+from ..explanations.model import Mode, TokenIn, normalise
 from ..scoring.evidence import NeuronEvidence, Window, WindowBatch, corpus_window
 from .threads import torch_threads
 from .workspace import FeatureFn, ProbeFn
@@ -109,10 +109,12 @@ def store_features(activations, layer: int, vocab, known: dict[int, np.ndarray] 
 
 
 def store_probe(store, activations, evidence: NeuronEvidence, evaluator: ConditionEvaluator, *,
-                context: tuple[int, int] = (12, 4), scan_tokens: int = 50_000, seed: int = 0) -> ProbeFn:
+                context: tuple[int, int] = (12, 4), scan_tokens: int = 50_000, seed: int = 0,
+                neighbours: bool = False) -> ProbeFn:
     """Probe retrieval over a seeded random stretch of the mined corpus, never inside the evidence windows.
 
-    ``store``: the NeuronStore (its token store); ``activations``: its ActivationSource.
+    ``store``: the NeuronStore (its token store); ``activations``: its ActivationSource; ``neighbours``: also
+    probe the words nearest in meaning to each word mode's words (``AgentConfig.neighbour_probes``).
     """
     from ..scoring.evidence import covered_positions
 
@@ -132,7 +134,7 @@ def store_probe(store, activations, evidence: NeuronEvidence, evaluator: Conditi
         prepared by the activation source), n more windows sit on its strongest activations that no mode explains:
         the activation feedback that finds a mode the evidence never showed (a weaker meaning whose tokens
         the top-k and the quantile samples happened to miss).
-        And n windows per word mode on the words nearest in meaning to its words that it does not hold
+        With ``neighbours``, n windows per word mode on the words nearest in meaning to its words that it does not hold
         (:func:`neighbour_words`): the evidence holds only the words the top-k happened to show, and a category
         ("creating" beside "create", "usually" beside "often") is learnt only when its other members are tried.
         """
@@ -152,7 +154,8 @@ def store_probe(store, activations, evidence: NeuronEvidence, evaluator: Conditi
             cand = np.asarray([p for p in (a + np.flatnonzero(fires)).tolist() if p not in taken], dtype=np.int64)
             if len(cand):
                 picks.append(rng.choice(cand, size=min(n, len(cand)), replace=False))
-        picks += _neighbour_picks(modes, ids.numpy(), a, taken, evidence.vocab, rng, n)
+        if neighbours:
+            picks += _neighbour_picks(modes, ids.numpy(), a, taken, evidence.vocab, rng, n)
         if activations.is_lookup(evidence.layer):
             acts = activations.at(evidence.layer, [evidence.index], np.arange(a, a + span))[:, 0]
             acts = np.where(explained | ~np.isfinite(acts), -np.inf, acts)
@@ -213,12 +216,9 @@ def _neighbour_picks(modes: list[Mode], ids: np.ndarray, start: int, taken: set[
                      rng: np.random.Generator, n: int) -> list[np.ndarray]:
     """Corpus positions (global) of up to n occurrences, per word mode, of its neighbour words in the stretch
     ``ids`` (T,) that starts at ``start``, outside the evidence (``taken``)."""
-    from ..explanations.model import normalise
-
     uniq, inv = np.unique(ids, return_inverse=True)
     # continuation pieces ("##ing") are not words
-    word_of = [normalise(vocab.pieces[int(i)], True).lower() if not vocab.pieces[int(i)].startswith("##") else ""
-               for i in uniq]
+    word_of = [normalise(vocab.pieces[int(i)]) if not vocab.pieces[int(i)].startswith("##") else "" for i in uniq]
     pool = [w for w in dict.fromkeys(word_of) if _WORD_RE.fullmatch(w)]
     out = []
     for mode in modes:

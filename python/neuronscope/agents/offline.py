@@ -17,8 +17,8 @@ Roles (arXiv 2601.03671's loop, each step recorded in the transcript):
 6. refinement with activation feedback — proposals from false negatives (uncovered activating
    tokens), false positives (set members whose own mean activation is far below the mode's),
    weak modes (removal does not hurt), strength splits, and probe windows retrieved from the corpus
-   where a mode fires and where the words nearest in meaning to a mode's words occur (``feedback``:
-   a category is learnt beyond the members the evidence happened to show), run through the subject
+   where a mode fires and, with ``AgentConfig.neighbour_probes``, where the words nearest in meaning to a
+   mode's words occur (a category learnt beyond the members the evidence showed), run through the subject
    model for real activations (added to the train evidence); a proposal is kept only if the train
    score rises. Stop after two rounds without gain
    or when the round budget is spent.
