@@ -187,20 +187,27 @@ _WORD_RE = re.compile(r"[a-z][a-z'-]+")
 
 
 def neighbour_words(words: Sequence[str], pool: Sequence[str], k: int = NEIGHBOURS,
-                    min_sim: float = MIN_NEIGHBOUR_SIM) -> list[str]:
+                    min_sim: float = MIN_NEIGHBOUR_SIM, pool_vectors: torch.Tensor | None = None) -> list[str]:
     """The ``k`` words of ``pool`` (not in ``words``) nearest the centroid of ``words`` by static word vectors,
-    those with cosine ≥ ``min_sim``, nearest first."""
+    those with cosine ≥ ``min_sim``, nearest first. ``pool_vectors``: (len(pool), 384) the pool's
+    ``static_word_vectors`` when the caller already has them (one pool, many modes)."""
     from ..embedding import static_word_vectors
 
-    own = set(words)
-    pool = [w for w in dict.fromkeys(pool) if w not in own]
     if not words or not pool:
         return []
+    own = set(words)
+    vecs = pool_vectors if pool_vectors is not None else static_word_vectors(list(pool))
     c = static_word_vectors(list(words)).mean(0)
     c = c / (c.norm() + 1e-12)
-    sims = (static_word_vectors(pool) @ c).numpy()
-    order = np.argsort(-sims, kind="stable")[:k]
-    return [pool[i] for i in order if sims[i] >= min_sim]
+    sims = (vecs @ c).numpy()
+    sims[[w in own for w in pool]] = -np.inf
+    out: list[str] = []
+    for i in np.argsort(-sims, kind="stable").tolist():
+        if len(out) == k or sims[i] < min_sim:
+            break
+        if pool[i] not in out:  # a word listed twice in the pool counts once
+            out.append(pool[i])
+    return out
 
 
 def _mode_words(mode: Mode) -> list[str]:
@@ -220,10 +227,13 @@ def _neighbour_picks(modes: list[Mode], ids: np.ndarray, start: int, taken: set[
     # continuation pieces ("##ing") are not words
     word_of = [normalise(vocab.pieces[int(i)]) if not vocab.pieces[int(i)].startswith("##") else "" for i in uniq]
     pool = [w for w in dict.fromkeys(word_of) if _WORD_RE.fullmatch(w)]
+    from ..embedding import static_word_vectors
+
+    vecs = static_word_vectors(pool)  # once per probe call, shared by every mode
     out = []
     for mode in modes:
         words = _mode_words(mode)
-        near = set(neighbour_words(words, pool)) if words else set()
+        near = set(neighbour_words(words, pool, pool_vectors=vecs)) if words else set()
         if not near:
             continue
         hit = np.asarray([w in near for w in word_of], dtype=bool)[inv]
