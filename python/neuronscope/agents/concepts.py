@@ -323,3 +323,78 @@ def name_modes(ws, modes: list[Mode], active: torch.Tensor) -> list[Mode]:
     for m in modes:
         name_mode(ws, m, active)
     return modes
+
+
+MIN_SPLIT_SHARE = 0.1
+"""Class split: share of a mode's activating token mass each side of the split must carry."""
+MAX_SPLIT_SIMILARITY = 0.3
+"""Class split: the two sides' static word vectors must be less alike than this (cosine of centroids)."""
+
+
+def class_split(parts: Sequence[Counter],
+                max_similarity: float = MAX_SPLIT_SIMILARITY) -> tuple[Concept, list[int]] | None:
+    """Where one mode's word atoms mix a closed class with words unlike it, the class and the atoms inside it.
+
+    ``parts``: one Counter (token → activating mass, :func:`mode_tokens`) per word atom of the mode. A mode
+    that one class names as a whole (:func:`closed_concept`) is not split (opening and closing brackets are
+    both brackets), nor by a class of token shapes (-ed words: "called" beside "calls" is one word family);
+    otherwise the word-list class whose member atoms (most of an atom's mass in the class) carry the largest
+    share of the mode's mass, between ``MIN_SPLIT_SHARE`` and ``1 - MIN_SPLIT_SHARE``, splits it when its words
+    and the rest are unlike in meaning (cosine of their static word-vector centroids below ``max_similarity``)
+    and one side is a class by itself (:func:`closed_concept`):
+    "import" beside "file", "directory" is a Python keyword beside file words (cosine 0.16), two meanings that a
+    clustering of code-context vectors put together and that one strength cannot tell apart, while "these",
+    "those" beside "they" (0.43) stay one. None when no class splits it."""
+    whole: Counter = Counter()
+    for p in parts:
+        whole.update(p)
+    total = sum(whole.values())
+    if len(parts) < 2 or total <= 0 or closed_concept(whole) is not None:
+        return None
+    mass = [sum(p.values()) for p in parts]
+    best: tuple[float, Concept, list[int]] | None = None
+    for c in CLOSED:
+        if c.name in CATCH_ALL or not c.members:
+            continue
+        inside = [i for i, p in enumerate(parts) if mass[i] > 0 and class_share(c, p) >= 0.5]
+        share = sum(mass[i] for i in inside) / total
+        if MIN_SPLIT_SHARE <= share <= 1 - MIN_SPLIT_SHARE and (best is None or share > best[0] + 1e-9):
+            best = (share, c, inside)
+    if best is None:
+        return None
+    _, c, inside = best
+    a, b = [parts[i] for i in inside], [p for i, p in enumerate(parts) if i not in inside]
+    # One side must be a class by itself (two members at least): a lone keyword among arbitrary words is
+    # no evidence of a second meaning ("same" among the words after "the").
+    if closed_concept(sum(a, Counter())) is None and closed_concept(sum(b, Counter())) is None:
+        return None
+    if word_similarity(a, b) >= max_similarity:
+        return None
+    return c, inside
+
+
+def word_similarity(a: Sequence[Counter], b: Sequence[Counter]) -> float:
+    """Cosine of the mass-weighted static word-vector centroids (``embedding.static_word_vectors``) of two
+    groups of token Counters."""
+    from ..embedding import static_word_vectors
+
+    def centroid(group: Sequence[Counter]) -> torch.Tensor:
+        words: Counter = Counter()
+        for p in group:
+            words.update(p)
+        keys = [k for k, v in words.items() if v > 0]
+        w = torch.tensor([words[k] for k in keys], dtype=torch.float32)
+        return (static_word_vectors([k.lower() for k in keys]) * w[:, None]).sum(0)
+
+    x, y = centroid(a), centroid(b)
+    return float(x @ y / (x.norm() * y.norm() + 1e-12))
+
+
+def single_class(tokens: Counter) -> Concept | None:
+    """The class of a one-word mode (the first non-catch-all class holding it), else :func:`closed_concept`:
+    for telling meanings apart only — a single token is never given a category name."""
+    words = [t for t, v in tokens.items() if v > 0]
+    if len(words) == 1:
+        return next((c for c in CLOSED if c.name not in CATCH_ALL and (c.contains(words[0])
+                                                                        or c.contains(words[0].lower()))), None)
+    return closed_concept(tokens)

@@ -12,7 +12,10 @@ Roles (arXiv 2601.03671's loop, each step recorded in the transcript):
    store is at hand, all-MiniLM-L6-v2 otherwise) joined with which kept conditions they satisfy;
 4. mode explainer — each kept condition goes to the mode whose tokens it covers most; token
    conditions of a mode are merged into one set; strength = the mean train activation where the
-   mode fires; label and description are rendered from the conditions;
+   mode fires; label and description are rendered from the conditions; a mode whose words mix a closed
+   class with words unlike it ("import" beside "file", "directory") is split in two (``concepts.class_split``,
+   after clustering and after every refinement round): two meanings at one strength that no train score
+   tells apart;
 5. scoring on the train split with the exec simulator (held-out data is never used for decisions);
 6. refinement with activation feedback — proposals from false negatives (uncovered activating
    tokens), false positives (set members whose own mean activation is far below the mode's),
@@ -36,7 +39,7 @@ import numpy as np
 import torch
 
 from ..explanations.conditions import ConditionEvaluator
-from ..explanations.model import Condition, Explanation, Mode, PrevTokenIn, TokenIn
+from ..explanations.model import AllOf, Condition, Explanation, Mode, Not, PrevTokenIn, TokenIn
 from ..scoring.batch import score_conditions
 from ..scoring.evidence import NeuronEvidence
 from .background import background_term
@@ -44,13 +47,17 @@ from .base import AgentConfig, AgentResult
 from .concepts import (
     CATCH_ALL,
     CLOSED,
+    MAX_SPLIT_SIMILARITY,
     MIN_SHARE,
     class_share,
+    class_split,
     closed_concept,
     mode_tokens,
     name_modes,
     shared_catch_all,
     shared_class,
+    single_class,
+    word_similarity,
 )
 from .proposals import is_position_mode, proposals
 from .pruning import prune_atoms
@@ -250,6 +257,12 @@ class OfflineNeuronScope:
             if (c is not None and c.name not in CATCH_ALL and other and class_share(c, other) < 1 - MIN_SHARE
                     and not any(class_share(k, other) >= MIN_SHARE for k in CLOSED if k.name not in CATCH_ALL)):
                 return False
+        # A one-word mode counts by its word's class, but only where the words are also unlike in meaning:
+        # "import" (a keyword) and file words are two meanings, "this" and the pronouns may be one.
+        sa, sb = single_class(ta), single_class(tb)
+        if (sa is not None and sb is not None and sa.name != sb.name
+                and word_similarity([ta], [tb]) < MAX_SPLIT_SIMILARITY):
+            return False
         return None
 
     def similar(self, a: Mode, b: Mode, active: torch.Tensor) -> bool:
@@ -273,6 +286,29 @@ class OfflineNeuronScope:
         # between, the neuron's own response decides: two groups it fires on at the same level are one mode.
         return sim >= self.cfg.merge_similarity or (sim >= self.cfg.merge_similarity_low and alike)
 
+    def split_classes(self, modes: list[Mode], active: torch.Tensor) -> list[Mode]:
+        """Every mode whose atoms mix a closed class with words outside it becomes two (``concepts.class_split``),
+        repeatedly: a meaning test no train score can make, since both sides may fire at one strength."""
+        out, todo, splits = [], list(modes), []
+        while todo:
+            m = todo.pop()
+            parts = atoms(m)
+            words = [a for a in parts if isinstance(a, TokenIn)]  # contexts and shapes are not words
+            got = class_split([mode_tokens(self.ws, Mode("", conditions=[a]), active) for a in words]) \
+                if len(words) >= 2 and not m.is_background else None
+            if got is None:
+                out.append(m)
+                continue
+            c, inside = got
+            keep = {words[i] for i in inside}
+            a = build_mode(self.ws, [x for x in parts if x in keep])
+            b = build_mode(self.ws, [x for x in parts if x not in keep])
+            splits.append(f"{m.label}: {c.name} ({a.label}) | the rest ({b.label})")
+            todo += [a, b]
+        if splits:
+            self.log("class split", splits=splits)
+        return out[::-1]
+
     def _probe(self, modes: list[Mode], rnd: int) -> int:
         if self.probe is None or rnd > self.cfg.probe_rounds or not modes:
             return 0
@@ -295,7 +331,7 @@ class OfflineNeuronScope:
         ev = self.ws.evidence
         active = self.hypothesis()
         kept, _ = self.decompose(active)
-        modes = self.cluster_modes(active, kept)
+        modes = self.split_classes(self.cluster_modes(active, kept), active)
         best = self.ws.score(modes)
         self._record(0, modes, best)
         stale = 0
@@ -322,6 +358,9 @@ class OfflineNeuronScope:
                     _, best, why, modes = scored[0]
                     accepted.append(f"{why} → {best:.3f}")
                     improved = len(accepted) < 12
+            split = self.split_classes(modes, active)
+            if len(split) > len(modes):
+                modes, best = split, self.ws.score(split)
             self.log("refinement", round=rnd, probes=n_probe, accepted=accepted, train_score=best)
             self._record(rnd, modes, best)
             stale = 0 if accepted else stale + 1
@@ -359,7 +398,8 @@ class OfflineNeuronScope:
 
         a mode is a meaning when it fires on activating tokens in at least ``min_mode_cover`` of the train
         windows that hold any (:meth:`cover`) and removing it (the other modes and the background kept) loses
-        at least ``min_mode_gain`` train score.
+        at least ``min_mode_gain`` train score. A covering mode that fails only because another mode's broad
+        atom fires on its tokens is freed first (:meth:`_unshadow`).
         The least useful failing mode goes first, and the rule is re-checked on the rest: one that covers
         the activating tokens but adds nothing over the others means the same as one of them and is merged
         into the most similar; one that covers too little but still predicts (diffuse low-level firing)
@@ -387,6 +427,12 @@ class OfflineNeuronScope:
                 break
             i = min(fails, key=lambda k: (stats[k][1], stats[k][0]))
             cover, gain = stats[i]
+            if cover >= cfg.min_mode_cover:
+                freed = self._unshadow(modes, i, active, full, extra)
+                if freed is not None:
+                    modes, why = freed
+                    decisions.append(why)
+                    continue
             m = modes.pop(i)
             sims = [self.similarity(m, o, active) for o in modes]
             if any(x is None for x in sims):  # no features: the mode nearest in strength
@@ -408,6 +454,53 @@ class OfflineNeuronScope:
                  background=len(background))
         bg = bg_modes()
         return modes, (bg[0] if bg else None)
+
+    def _unshadow(self, modes: list[Mode], i: int, active: torch.Tensor, full: float,
+                  extra: list[Mode]) -> tuple[list[Mode], str] | None:
+        """A covering mode that adds nothing because other modes' atoms also fire on most of its activating
+        tokens (a shape such as "any punctuation" that a refinement step generalised to) is shadowed, not
+        redundant: those atoms stop firing where it fires, or leave their modes (whichever scores better on
+        train), when that raises the train score by what a mode must earn (``min_mode_gain``) and the mode
+        then earns its gain. Returns the new modes and the decision, or None."""
+        ws, cfg = self.ws, self.cfg
+        own = ws.fires(modes[i]) & active
+        n_own = int(own.sum())
+        if n_own == 0:
+            return None
+        shadow = {j: [a for a in atoms(o)
+                      if int((ws.fires(Mode("", conditions=[a])) & own).sum()) >= 0.5 * n_own]
+                  for j, o in enumerate(modes) if j != i}
+        if not any(shadow.values()):
+            return None
+        # The broad atom keeps what else it explains (unseen tokens of its shape, on held-out data too) and
+        # leaves the shadowed mode its tokens: "any punctuation, but not ':' or ','".
+        own_tokens = tuple(dict.fromkeys(t for a in atoms(modes[i]) if isinstance(a, TokenIn) for t in a.tokens))
+        others = [a for a in atoms(modes[i]) if not isinstance(a, TokenIn)]
+        excluded = ([Not(TokenIn(own_tokens))] if own_tokens else []) + [Not(a) for a in others]
+        gone = [a.describe() for j in shadow for a in shadow[j]]
+        need = cfg.min_mode_gain  # the change must buy what a mode must (a second reading of one meaning buys nothing)
+        best = None
+        for how in ("removed", "exclude it"):  # whichever the train data prefer; on a tie the simpler
+            new = []
+            for j, o in enumerate(modes):
+                drop = set(shadow.get(j, []))
+                if not drop:
+                    new.append(o)
+                    continue
+                rest = [a if a not in drop else AllOf((a, *excluded)) for a in atoms(o)] if how == "exclude it" \
+                    else [a for a in atoms(o) if a not in drop]
+                if rest:
+                    new.append(build_mode(ws, rest))
+            k = next(n for n, o in enumerate(new) if o is modes[i])
+            score = ws.score(new + extra)
+            gain = score - ws.score(new[:k] + new[k + 1 :] + extra)
+            if score - full >= need and gain >= cfg.min_mode_gain and (best is None or score > best[0] + 1e-4):
+                best = (score, gain, how, new)
+        if best is None:
+            return None
+        score, gain, how, new = best
+        return new, (f"{modes[i].label}: shadowed by {', '.join(gone)} → those atoms {how}, "
+                     f"gain {gain:+.3f}, train {score:.3f}")
 
     def _record(self, rnd: int, modes: list[Mode], train: float) -> None:
         row = {"round": rnd, "train_score": train, "modes": len(modes)}
