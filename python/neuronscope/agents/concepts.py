@@ -170,6 +170,23 @@ def _word_vectors(words: Sequence[str]) -> np.ndarray:
     return np.stack([_WORD_CACHE[w] for w in words]) if words else np.zeros((0, 384))
 
 
+_CLOSED_INDEX = {id(c): k for k, c in enumerate(CLOSED)}
+
+
+@lru_cache(maxsize=1 << 16)
+def _memberships(token: str) -> tuple[bool, ...]:
+    """(len(CLOSED),) whether ``token`` (or its lower case) is a member of each closed class, cached: the merge
+    test asks for the same few hundred tokens thousands of times per neuron, and shape classes run a regex."""
+    low = token.lower()
+    return tuple(c.contains(token) or c.contains(low) for c in CLOSED)
+
+
+def is_member(c: Concept, token: str) -> bool:
+    """Whether ``token`` (or its lower case) is a member of ``c``."""
+    k = _CLOSED_INDEX.get(id(c))
+    return _memberships(token)[k] if k is not None else c.contains(token) or c.contains(token.lower())
+
+
 def closed_concept(tokens: Counter) -> Concept | None:
     """The closed class most of the token mass belongs to (the most specific one first), or None."""
     total = sum(tokens.values())
@@ -177,7 +194,7 @@ def closed_concept(tokens: Counter) -> Concept | None:
         return None
     best, best_share = None, 0.0
     for c in CLOSED:
-        members = [t for t in tokens if c.contains(t) or c.contains(t.lower())]
+        members = [t for t in tokens if is_member(c, t)]
         share = sum(tokens[t] for t in members) / total
         # a class needs at least two of its members among the tokens (one word is its own best label)
         if len(members) >= 2 and share >= MIN_SHARE and share > best_share + 1e-9:
@@ -193,7 +210,7 @@ punctuation, yet two meanings)."""
 def class_share(c: Concept, tokens: Counter) -> float:
     """Share of the token mass that is a member of ``c``."""
     total = sum(tokens.values())
-    return sum(v for t, v in tokens.items() if c.contains(t) or c.contains(t.lower())) / total if total > 0 else 0.0
+    return sum(v for t, v in tokens.items() if is_member(c, t)) / total if total > 0 else 0.0
 
 
 def shared_class(a: Counter, b: Counter) -> Concept | None:
@@ -395,6 +412,5 @@ def single_class(tokens: Counter) -> Concept | None:
     for telling meanings apart only — a single token is never given a category name."""
     words = [t for t, v in tokens.items() if v > 0]
     if len(words) == 1:
-        return next((c for c in CLOSED if c.name not in CATCH_ALL and (c.contains(words[0])
-                                                                        or c.contains(words[0].lower()))), None)
+        return next((c for c in CLOSED if c.name not in CATCH_ALL and is_member(c, words[0])), None)
     return closed_concept(tokens)
