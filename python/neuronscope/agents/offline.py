@@ -39,26 +39,13 @@ import numpy as np
 import torch
 
 from ..explanations.conditions import ConditionEvaluator
-from ..explanations.model import AllOf, Condition, Explanation, Mode, Not, PrevTokenIn, TokenIn
+from ..explanations.model import Condition, Explanation, Mode, PrevTokenIn, TokenIn
 from ..scoring.batch import score_conditions
 from ..scoring.evidence import NeuronEvidence
+from . import meanings
 from .background import background_term
 from .base import AgentConfig, AgentResult
-from .concepts import (
-    CATCH_ALL,
-    CLOSED,
-    MAX_SPLIT_SIMILARITY,
-    MIN_SHARE,
-    class_share,
-    class_split,
-    closed_concept,
-    mode_tokens,
-    name_modes,
-    shared_catch_all,
-    shared_class,
-    single_class,
-    word_similarity,
-)
+from .concepts import name_modes
 from .proposals import is_position_mode, proposals
 from .pruning import prune_atoms
 from .threads import remember_model_threads, torch_threads
@@ -235,35 +222,9 @@ class OfflineNeuronScope:
         return float(ca @ cb / (np.linalg.norm(ca) * np.linalg.norm(cb) + 1e-12))
 
     def same_class(self, a: Mode, b: Mode, active: torch.Tensor) -> bool | None:
-        """Whether the concept vocabulary's closed classes say two modes mean the same: True when most of both
-        modes' activating token mass lies in one class ("while" and the Python keywords; "and/or" and
-        "not/else", logic words both), False when each mode has its own, different class and they share none
-        ("(" and "."), or when one mode is a class and the other lies outside every class (numbers and "delete"),
-        None when the classes cannot tell (then the features decide). The catch-all classes
-        (``concepts.CATCH_ALL``: any punctuation) are no evidence of one meaning."""
-        ta, tb = mode_tokens(self.ws, a, active), mode_tokens(self.ws, b, active)
-        if shared_class(ta, tb) is not None:
-            return True
-        # Two modes inside one catch-all class ("commas and colons" and "sentence-ending punctuation", or
-        # arithmetic operators and other symbols) are no evidence either way: a planted punctuation mode's tokens
-        # were split between two such sub-classes at one strength (2.52 and 2.51) on 8 of 102 planted neurons.
-        # Then the features and the strengths decide.
-        if shared_catch_all(ta, tb) is not None:
-            return None
-        ca, cb = closed_concept(ta), closed_concept(tb)
-        if ca is not None and cb is not None and ca.name != cb.name:
-            return False
-        for c, other in ((ca, tb), (cb, ta)):  # one mode is a class, the other lies outside every class
-            if (c is not None and c.name not in CATCH_ALL and other and class_share(c, other) < 1 - MIN_SHARE
-                    and not any(class_share(k, other) >= MIN_SHARE for k in CLOSED if k.name not in CATCH_ALL)):
-                return False
-        # A one-word mode counts by its word's class, but only where the words are also unlike in meaning:
-        # "import" (a keyword) and file words are two meanings, "this" and the pronouns may be one.
-        sa, sb = single_class(ta), single_class(tb)
-        if (sa is not None and sb is not None and sa.name != sb.name
-                and word_similarity([ta], [tb]) < MAX_SPLIT_SIMILARITY):
-            return False
-        return None
+        """Whether the closed classes say two modes mean the same (True), differ (False) or cannot tell (None):
+        :func:`meanings.same_class`."""
+        return meanings.same_class(self, a, b, active)
 
     def similar(self, a: Mode, b: Mode, active: torch.Tensor) -> bool:
         """Whether two modes' activating tokens have close feature centroids.
@@ -287,27 +248,8 @@ class OfflineNeuronScope:
         return sim >= self.cfg.merge_similarity or (sim >= self.cfg.merge_similarity_low and alike)
 
     def split_classes(self, modes: list[Mode], active: torch.Tensor) -> list[Mode]:
-        """Every mode whose atoms mix a closed class with words outside it becomes two (``concepts.class_split``),
-        repeatedly: a meaning test no train score can make, since both sides may fire at one strength."""
-        out, todo, splits = [], list(modes), []
-        while todo:
-            m = todo.pop()
-            parts = atoms(m)
-            words = [a for a in parts if isinstance(a, TokenIn)]  # contexts and shapes are not words
-            got = class_split([mode_tokens(self.ws, Mode("", conditions=[a]), active) for a in words]) \
-                if len(words) >= 2 and not m.is_background else None
-            if got is None:
-                out.append(m)
-                continue
-            c, inside = got
-            keep = {words[i] for i in inside}
-            a = build_mode(self.ws, [x for x in parts if x in keep])
-            b = build_mode(self.ws, [x for x in parts if x not in keep])
-            splits.append(f"{m.label}: {c.name} ({a.label}) | the rest ({b.label})")
-            todo += [a, b]
-        if splits:
-            self.log("class split", splits=splits)
-        return out[::-1]
+        """Modes that mix a closed class with words unlike it, split in two: :func:`meanings.split_classes`."""
+        return meanings.split_classes(self, modes, active)
 
     def _probe(self, modes: list[Mode], rnd: int) -> int:
         if self.probe is None or rnd > self.cfg.probe_rounds or not modes:
@@ -457,50 +399,8 @@ class OfflineNeuronScope:
 
     def _unshadow(self, modes: list[Mode], i: int, active: torch.Tensor, full: float,
                   extra: list[Mode]) -> tuple[list[Mode], str] | None:
-        """A covering mode that adds nothing because other modes' atoms also fire on most of its activating
-        tokens (a shape such as "any punctuation" that a refinement step generalised to) is shadowed, not
-        redundant: those atoms stop firing where it fires, or leave their modes (whichever scores better on
-        train), when that raises the train score by what a mode must earn (``min_mode_gain``) and the mode
-        then earns its gain. Returns the new modes and the decision, or None."""
-        ws, cfg = self.ws, self.cfg
-        own = ws.fires(modes[i]) & active
-        n_own = int(own.sum())
-        if n_own == 0:
-            return None
-        shadow = {j: [a for a in atoms(o)
-                      if int((ws.fires(Mode("", conditions=[a])) & own).sum()) >= 0.5 * n_own]
-                  for j, o in enumerate(modes) if j != i}
-        if not any(shadow.values()):
-            return None
-        # The broad atom keeps what else it explains (unseen tokens of its shape, on held-out data too) and
-        # leaves the shadowed mode its tokens: "any punctuation, but not ':' or ','".
-        own_tokens = tuple(dict.fromkeys(t for a in atoms(modes[i]) if isinstance(a, TokenIn) for t in a.tokens))
-        others = [a for a in atoms(modes[i]) if not isinstance(a, TokenIn)]
-        excluded = ([Not(TokenIn(own_tokens))] if own_tokens else []) + [Not(a) for a in others]
-        gone = [a.describe() for j in shadow for a in shadow[j]]
-        need = cfg.min_mode_gain  # the change must buy what a mode must (a second reading of one meaning buys nothing)
-        best = None
-        for how in ("removed", "exclude it"):  # whichever the train data prefer; on a tie the simpler
-            new = []
-            for j, o in enumerate(modes):
-                drop = set(shadow.get(j, []))
-                if not drop:
-                    new.append(o)
-                    continue
-                rest = [a if a not in drop else AllOf((a, *excluded)) for a in atoms(o)] if how == "exclude it" \
-                    else [a for a in atoms(o) if a not in drop]
-                if rest:
-                    new.append(build_mode(ws, rest))
-            k = next(n for n, o in enumerate(new) if o is modes[i])
-            score = ws.score(new + extra)
-            gain = score - ws.score(new[:k] + new[k + 1 :] + extra)
-            if score - full >= need and gain >= cfg.min_mode_gain and (best is None or score > best[0] + 1e-4):
-                best = (score, gain, how, new)
-        if best is None:
-            return None
-        score, gain, how, new = best
-        return new, (f"{modes[i].label}: shadowed by {', '.join(gone)} → those atoms {how}, "
-                     f"gain {gain:+.3f}, train {score:.3f}")
+        """Frees a covering mode shadowed by another mode's broad atom: :func:`meanings.unshadow`."""
+        return meanings.unshadow(self, modes, i, active, full, extra)
 
     def _record(self, rnd: int, modes: list[Mode], train: float) -> None:
         row = {"round": rnd, "train_score": train, "modes": len(modes)}
