@@ -49,7 +49,9 @@ def same_class(agent, a: Mode, b: Mode, active: torch.Tensor) -> bool | None:
             return False
     # A one-word mode counts by its word's class, but only where the words are also unlike in meaning:
     # "import" (a keyword) and file words are two meanings, "this" and the pronouns may be one.
-    sa, sb = single_class(ta), single_class(tb)
+    # (a mode of several words has ``closed_concept`` as its class: ca / cb, already known)
+    sa = ca or (single_class(ta) if sum(v > 0 for v in ta.values()) == 1 else None)
+    sb = cb or (single_class(tb) if sum(v > 0 for v in tb.values()) == 1 else None)
     if (sa is not None and sb is not None and sa.name != sb.name
             and word_similarity([ta], [tb]) < MAX_SPLIT_SIMILARITY):
         return False
