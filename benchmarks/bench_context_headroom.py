@@ -13,6 +13,10 @@ thousands of bigram rows — but they bound what a token-level reading with one 
 Given ``--explanations`` (an eval run's ``real_explanations.jsonl``), the same table gets NeuronScope's and
 the single-pass table's held-out Score from it, for the same neurons.
 
+With ``--survey N`` (default 64, the agent's ``AgentConfig.survey_windows``) the token table is also fitted on
+the train windows plus the survey windows NeuronScope gets (``feedback.store_survey``, the same seeded windows):
+``survey_table``, the data-matched reference that says how much of NeuronScope's gain is the extra evidence.
+
 Two further sections say where the rest of the held-out Score lies:
 
 - ``evidence``: the token table scored on the odd held-out windows, fitted on the train windows, on half of
@@ -158,11 +162,14 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--store", default="runs/minilm")
     p.add_argument("--explanations", default=None)
+    p.add_argument("--survey", type=int, default=64,
+                   help="also the token table fitted on train + the agent's survey windows (0: off)")
     p.add_argument("--out", default="benchmarks/results/context_headroom.json")
     a = p.parse_args()
 
     from neuronscope import open_store
     from neuronscope.agents import parse_neurons
+    from neuronscope.agents.feedback import store_survey
     from neuronscope.eval.metrics import wilcoxon
     from neuronscope.scoring.run import StoreSource
 
@@ -182,6 +189,10 @@ def main() -> int:
         for ev in src.evidence(layer, idxs):
             tr, ho = wins(ev.train), wins(ev.heldout)
             row = {"layer": layer, "index": ev.index, **tables(tr, ho), "evidence": evidence(tr, ho)}
+            if a.survey > 0:  # the same survey windows the agent gets (seeded by the neuron): a data-matched table
+                src.activations.prepare([layer])
+                row["survey_table"] = tables(tr + wins(store_survey(src.store, src.activations, ev, a.survey)),
+                                             ho)["token"]
             ids = [np.concatenate([w.ids for w in part]) for part in (ev.train, ev.heldout)]
             acts = [np.concatenate([w.acts for w in part]).astype(np.float64) for part in (ev.train, ev.heldout)]
             row["unseen"] = unseen(ids[0], acts[0], ids[1], acts[1], emb)
@@ -196,7 +207,8 @@ def main() -> int:
             for m in ("single-pass", "neuronscope"):
                 if (r["layer"], r["index"], m) in scored:
                     r[m] = scored[(r["layer"], r["index"], m)]
-    names = ["token", "prev", "next", "both"] + [m for m in ("single-pass", "neuronscope") if all(m in r for r in rows)]
+    names = ["token", "prev", "next", "both"] + [m for m in ("survey_table", "single-pass", "neuronscope")
+                                                  if rows and all(m in r for r in rows)]
     summary = {}
     for m in names:
         x = np.array([r[m] for r in rows])

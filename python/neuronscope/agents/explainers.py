@@ -14,13 +14,14 @@ features, corpus probes and probe texts are obtained from the source's activatio
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
 from ..explanations.conditions import ConditionEvaluator
 from ..explanations.model import Explanation
-from ..scoring.evidence import NeuronEvidence, WindowBatch
+from ..scoring.evidence import NeuronEvidence, Window, WindowBatch
 from ..scoring.score import score_batch
 from ..scoring.simulate import ExecSimulator
 from .base import AgentConfig, AgentResult, Explainer
@@ -31,6 +32,7 @@ from .feedback import (
     probe_texts,
     store_features,
     store_probe,
+    store_survey,
     word_features,
 )
 from .workspace import FeatureFn, ProbeFn
@@ -69,6 +71,12 @@ class ExplainContext:
         return store_probe(self.store, self.activations, ev, self.evaluator,
                            neighbours=self.config.neighbour_probes)
 
+    def survey(self, ev: NeuronEvidence) -> list[Window]:
+        """``config.survey_windows`` survey windows of each kind (``feedback.store_survey``); none without a corpus."""
+        if self.store is None or self.activations is None or self.config.survey_windows <= 0:
+            return []
+        return store_survey(self.store, self.activations, ev, self.config.survey_windows)
+
     def probe_texts(self, ev: NeuronEvidence) -> ProbeTextFn | None:
         """New texts through the source's activations (the LLM refinement's probes)."""
         return probe_texts(self.activations, ev) if self.activations is not None else None
@@ -93,8 +101,12 @@ class OfflineNeuronScopeExplainer(Explainer):
         from .offline import OfflineNeuronScope
 
         c = self.ctx
-        return OfflineNeuronScope(evidence, evaluator=c.evaluator, cfg=c.config, features=c.features(evidence),
-                                  probe=c.probe(evidence), heldout_scorer=c.heldout_scorer(evidence)).run()
+        survey = c.survey(evidence)
+        # The survey joins the train evidence in the loop (``OfflineNeuronScope._join_survey``); probes are drawn
+        # outside it as well.
+        seen = dataclasses.replace(evidence, train=evidence.train + survey) if survey else evidence
+        return OfflineNeuronScope(evidence, evaluator=c.evaluator, cfg=c.config, features=c.features(seen),
+                                  probe=c.probe(seen), heldout_scorer=c.heldout_scorer(evidence), survey=survey).run()
 
 
 class OfflineSinglePassExplainer(Explainer):
@@ -133,7 +145,7 @@ class LLMNeuronScopeExplainer(Explainer):
         c = self.ctx
         agent = LLMNeuronScope(evidence, self.client, evaluator=c.evaluator, cfg=c.config,
                                features=c.features(evidence), probe_texts=c.probe_texts(evidence),
-                               heldout_scorer=c.heldout_scorer(evidence))
+                               heldout_scorer=c.heldout_scorer(evidence), survey=c.survey(evidence))
         return await agent.arun()
 
 

@@ -179,6 +179,71 @@ def store_probe(store, activations, evidence: NeuronEvidence, evaluator: Conditi
     return probe
 
 
+def evidence_positions(evidence: NeuronEvidence, size: int) -> np.ndarray:
+    """(size,) bool: the global token positions inside any train or held-out window of ``evidence``."""
+    taken = np.zeros(size, dtype=bool)
+    for w in evidence.train + evidence.heldout:
+        if w.start >= 0:
+            taken[w.start : min(w.start + len(w.ids), size)] = True
+    return taken
+
+
+def store_survey(store, activations, evidence: NeuronEvidence, n: int, *, context: tuple[int, int] = (12, 4),
+                 scan_tokens: int = 262_144, seed: int = 0) -> list[Window]:
+    """Survey windows: the subject model asked, before any hypothesis, how the neuron behaves beyond its evidence.
+
+    ``n`` windows on the neuron's strongest activations outside every evidence window (train and held-out) of
+    a seeded stretch of at most ``scan_tokens`` mined tokens — when those activations are a lookup (a
+    planted store, or a layer the activation source prepared) — and ``n`` windows at seeded random positions
+    (always; their activations recomputed otherwise). No window overlaps the evidence or another survey
+    window, so held-out tokens never become train evidence. The stored evidence holds 32 top windows and as
+    many random ones per split: the token strengths it gives are noisy and 17% of the held-out tokens
+    (11% of their variance) were never seen in train on MiniLM (``bench_context_headroom.py``); the
+    survey is where the explanation's levels and its background come from beyond that.
+    Returns the windows (kind ``survey``, focus on the surveyed position), strongest first.
+    """
+    from ..scoring.evidence import covered_positions, random_positions
+
+    if n <= 0:
+        return []
+    tok = store.tokens
+    size = len(tok.tokens)
+    taken = evidence_positions(evidence, size)
+    rng = np.random.default_rng([seed, evidence.layer, evidence.index, 11])
+    picks: list[int] = []
+    if activations.is_lookup(evidence.layer):
+        lo, hi = covered_positions(store)
+        total_lo, total_hi = (int(lo.min()), int(hi.max())) if len(lo) else (0, 0)
+        span = min(scan_tokens, total_hi - total_lo)
+        if span > 0:
+            a = int(rng.integers(total_lo, total_hi - span + 1))
+            acts = activations.at(evidence.layer, [evidence.index], np.arange(a, a + span))[:, 0]
+            acts = np.where(taken[a : a + span] | ~np.isfinite(acts), -np.inf, acts)
+            order = np.argsort(-acts, kind="stable")
+            picks += [a + int(i) for i in order[: 4 * n] if acts[i] > 0][:n]
+    picks += [int(p) for p in random_positions(store, 2 * n, rng) if 0 <= p < size and not taken[p]][:n]
+    spans = []
+    for p in picks:
+        if taken[p]:
+            continue  # inside a survey window taken before it
+        s, e = tok.window(p, *context)
+        s, e = max(s, 0), min(e, size)
+        # Trim to the free stretch around p (never into the evidence or another survey window).
+        left = np.flatnonzero(taken[s:p])
+        s = s + int(left[-1]) + 1 if len(left) else s
+        right = np.flatnonzero(taken[p:e])
+        e = p + int(right[0]) if len(right) else e
+        taken[s:e] = True
+        spans.append((s, e, p))
+    if not spans:
+        return []
+    flat = np.unique(np.concatenate([np.arange(s, e) for s, e, _ in spans]))
+    with torch_threads(None):
+        acts = activations.at(evidence.layer, [evidence.index], flat)[:, 0]
+    return [corpus_window(tok, s, e, acts[np.searchsorted(flat, np.arange(s, e))].astype(np.float32), "survey", p - s)
+            for s, e, p in spans]
+
+
 NEIGHBOURS = 8
 """Words nearest in meaning to a mode's words whose corpus occurrences are probed (per mode, per probe round)."""
 MIN_NEIGHBOUR_SIM = 0.3

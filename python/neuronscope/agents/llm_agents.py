@@ -120,6 +120,10 @@ class LLMNeuronScope(OfflineNeuronScope):
         self._record(0, modes, best)
         stale, probes_seen, probed = 0, "(none yet)", set()
         for rnd in range(1, self.cfg.rounds + 1):
+            if rnd == 1 and self.survey:  # as offline: the survey joins after the first clustering
+                self._join_survey(modes)
+                active = ws.batch.acts >= ws.threshold
+                best = ws.score(modes)
             fn, fp = self._feedback(modes, active)
             reply = await self.ask(
                 "refinement", check_modes, score=best, conditions_doc=conditions_doc(),

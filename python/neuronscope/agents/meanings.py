@@ -83,12 +83,13 @@ def split_classes(agent, modes: list[Mode], active: torch.Tensor) -> list[Mode]:
 
 
 def unshadow(agent, modes: list[Mode], i: int, active: torch.Tensor, full: float,
-             extra: list[Mode]) -> tuple[list[Mode], str] | None:
+             extra: list[Mode], where: torch.Tensor | None = None) -> tuple[list[Mode], str] | None:
     """A covering mode that adds nothing because other modes' atoms also fire on most of its activating
     tokens (a shape such as "any punctuation" that a refinement step generalised to) is shadowed, not
     redundant: those atoms stop firing where it fires, or leave their modes (whichever scores better on
     train), when that raises the train score by what a mode must earn (``min_mode_gain``) and the mode
-    then earns its gain. Returns the new modes and the decision, or None."""
+    then earns its gain; ``where``: the tokens the earning rule scores on (``Workspace.score``). Returns the
+    new modes and the decision, or None."""
     ws, cfg = agent.ws, agent.cfg
     own = ws.fires(modes[i]) & active
     n_own = int(own.sum())
@@ -119,8 +120,8 @@ def unshadow(agent, modes: list[Mode], i: int, active: torch.Tensor, full: float
             if rest:
                 new.append(build_mode(ws, rest))
         k = next(n for n, o in enumerate(new) if o is modes[i])
-        score = ws.score(new + extra)
-        gain = score - ws.score(new[:k] + new[k + 1 :] + extra)
+        score = ws.score(new + extra, where)
+        gain = score - ws.score(new[:k] + new[k + 1 :] + extra, where)
         if score - full >= need and gain >= cfg.min_mode_gain and (best is None or score > best[0] + 1e-4):
             best = (score, gain, how, new)
     if best is None:

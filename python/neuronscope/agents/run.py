@@ -27,6 +27,7 @@ from ..scoring.score import ScoreResult, score_batch
 from ..stage import Stage, arun_stage, guarded
 from .base import AgentConfig, AgentResult, Explainer
 from .explainers import BACKENDS, METHODS, ExplainContext, make_explainer
+from .threads import torch_threads
 
 if TYPE_CHECKING:
     from ..llm import LLMConfig
@@ -217,7 +218,8 @@ async def _one(ctx: ExplainContext, ev: NeuronEvidence, explainer: Explainer, cl
 
     async def job() -> dict:
         res = await explainer.explain(ev)
-        return score_row(res, ev, explainer.method, explainer.backend, ctx)
+        with torch_threads(1):  # small tensors: the thread pool only adds waits (see ``threads``)
+            return score_row(res, ev, explainer.method, explainer.backend, ctx)
 
     if client is not None:
         from ..llm import usage_tag

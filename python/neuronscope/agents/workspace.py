@@ -71,6 +71,7 @@ class Workspace:
         b = self.batch
         self.position = (torch.arange(b.ids.shape[0]) - segment_starts(b.seg))[b.scored]
         self._masks: dict[Condition, torch.Tensor] = {}
+        self._cv: dict[Condition, torch.Tensor] = {}
         # Two halves of the train windows (alternating), for choices that must replicate across both (context
         # sets in ``restrict_context``). Scores cross-validate by window (``atom_rows_cv``): an atom whose
         # strength is fitted to a single occurrence cannot buy train score it would not keep.
@@ -122,15 +123,22 @@ class Workspace:
         one predicted. (Two folds, used before, fitted each token on half the windows: a token look-up row
         seen in a few windows then scored 0 in the other fold, so the score undervalued every per-token
         level — the look-up table scored 0.29 on train and 0.47 held out on MiniLM 3/1258.)"""
-        y = self.batch.acts
-        win = self.batch.window
-        masks = self.masks(conds).to(torch.float32)  # (C, T)
-        n_win = int(win.max()) + 1 if win.numel() else 0
-        s_w = torch.zeros((masks.shape[0], n_win), dtype=torch.float32).index_add_(1, win, masks * y)
-        n_w = torch.zeros((masks.shape[0], n_win), dtype=torch.float32).index_add_(1, win, masks)
-        num = s_w.sum(1, keepdim=True) - s_w[:, win]
-        den = n_w.sum(1, keepdim=True) - n_w[:, win]
-        return masks * torch.where(den > 0, num / den.clamp(min=1), torch.zeros_like(num))
+        if not conds:
+            return torch.zeros((0, self.batch.n_tokens), dtype=torch.float32)
+        # Cached per atom and batch, like the masks: refinement scores the same atoms in thousands of proposals.
+        missing = list(dict.fromkeys(c for c in conds if c not in self._cv))
+        if missing:
+            y = self.batch.acts
+            win = self.batch.window
+            masks = self.masks(missing).to(torch.float32)  # (C, T)
+            n_win = int(win.max()) + 1 if win.numel() else 0
+            s_w = torch.zeros((masks.shape[0], n_win), dtype=torch.float32).index_add_(1, win, masks * y)
+            n_w = torch.zeros((masks.shape[0], n_win), dtype=torch.float32).index_add_(1, win, masks)
+            num = s_w.sum(1, keepdim=True) - s_w[:, win]
+            den = n_w.sum(1, keepdim=True) - n_w[:, win]
+            rows = masks * torch.where(den > 0, num / den.clamp(min=1), torch.zeros_like(num))
+            self._cv.update(zip(missing, rows, strict=True))
+        return torch.stack([self._cv[c] for c in conds])
 
     def predict_cv(self, modes: list[Mode]) -> torch.Tensor:
         """(T,) float32: the graded prediction with every condition's strength cross-validated
@@ -144,13 +152,17 @@ class Workspace:
             return torch.zeros(self.batch.n_tokens, dtype=torch.float32)
         return _pick(torch.stack(rows))
 
-    def score(self, modes: list[Mode]) -> float:
-        """The train score every decision uses: Pearson r of the cross-validated prediction (:meth:`atom_rows_cv`)."""
+    def score(self, modes: list[Mode], where: torch.Tensor | None = None) -> float:
+        """The train score every decision uses: Pearson r of the cross-validated prediction (:meth:`atom_rows_cv`),
+        over the scored tokens where ``where`` (T,) holds (all of them when None; strengths are fitted on all)."""
         if not modes or not any(m.conditions for m in modes):
             return 0.0
         from ..scoring.corr import pearson_ref
 
-        return float(pearson_ref(self.predict_cv(modes)[None], self.batch.acts)[0])
+        pred, y = self.predict_cv(modes), self.batch.acts
+        if where is not None:
+            pred, y = pred[where], y[where]
+        return float(pearson_ref(pred[None], y)[0])
 
     def fit_score(self, modes: list[Mode]) -> float:
         """Pearson r of the prediction with the strengths as they are (in-sample)."""

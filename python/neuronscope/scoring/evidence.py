@@ -27,7 +27,7 @@ from ..errors import StoreError
 from ..explanations.model import MAX_OFFSET
 from ..explanations.vocab import Vocab
 
-KINDS = ("top", "quantile", "random", "probe", "bottom")
+KINDS = ("top", "quantile", "random", "probe", "bottom", "survey")
 
 
 @dataclass
