@@ -47,6 +47,17 @@ def test_atom_rows_cv_is_leave_one_window_out(vocab):
     # the score is the Pearson r of the strongest cross-validated level per token
     pred = want[np.abs(want).argmax(0), np.arange(len(y))]
     assert ws.score([Mode("", conditions=conds)]) == pytest.approx(float(np.corrcoef(pred, y)[0, 1]), abs=1e-5)
+    # the rows are cached per atom: asked again, in another order and mixed with a new atom, the same numbers
+    again = ws.atom_rows_cv([conds[2], TokenIn(("dict",)), conds[0]]).numpy()
+    np.testing.assert_allclose(again[[0, 2]], want[[2, 0]], rtol=1e-5, atol=1e-6)
+    # ``where`` scores on a subset of the tokens (the earning rule's stored windows); the levels stay fitted on all
+    sub = win % 3 != 0
+    got_sub = ws.score([Mode("", conditions=conds)], torch.from_numpy(sub))
+    assert got_sub == pytest.approx(float(np.corrcoef(pred[sub], y[sub])[0, 1]), abs=1e-5)
+    # a rebuilt batch (probes or the survey joined) recomputes them
+    ws.windows.append(window(vocab, ["list", "list"], [5.0, 5.0]))
+    ws.rebuild()
+    assert float(ws.atom_rows_cv([conds[0]]).max()) > float(want[0].max())
 
 
 def _dash_neuron(vocab: Vocab) -> list[Window]:

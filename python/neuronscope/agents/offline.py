@@ -16,7 +16,9 @@ Roles (arXiv 2601.03671's loop, each step recorded in the transcript):
    class with words unlike it ("import" beside "file", "directory") is split in two (``concepts.class_split``,
    after clustering and after every refinement round): two meanings at one strength that no train score
    tells apart;
-5. scoring on the train split with the exec simulator (held-out data is never used for decisions);
+5. scoring on the train split with the exec simulator (held-out data is never used for decisions); the
+   survey windows (``feedback.store_survey``: the subject model's activations on the neuron's strongest
+   tokens outside its evidence and at random positions) join the train split at the first refinement round;
 6. refinement with activation feedback — proposals from false negatives (uncovered activating
    tokens), false positives (set members whose own mean activation is far below the mode's),
    weak modes (removal does not hurt), strength splits, and probe windows retrieved from the corpus
@@ -42,14 +44,14 @@ from ..explanations.conditions import ConditionEvaluator
 from ..explanations.model import Condition, Explanation, Mode, PrevTokenIn, TokenIn
 from ..scoring.batch import score_conditions
 from ..scoring.evidence import NeuronEvidence, Window
-from . import meanings
+from . import earning, meanings
 from .background import background_term
 from .base import AgentConfig, AgentResult
 from .concepts import name_modes
 from .proposals import is_position_mode, proposals
 from .pruning import prune_atoms
 from .threads import remember_model_threads, torch_threads
-from .workspace import FeatureFn, ProbeFn, Workspace, atoms, build_mode, candidates, key_piece, with_strength
+from .workspace import FeatureFn, ProbeFn, Workspace, build_mode, candidates, key_piece, with_strength
 
 
 def _cluster(features: np.ndarray, weights: np.ndarray, cfg: AgentConfig) -> np.ndarray:
@@ -342,86 +344,12 @@ class OfflineNeuronScope:
         return AgentResult(e, self.transcript, self.rounds, time.monotonic() - t0)
 
     def cover(self, mode: Mode, active: torch.Tensor) -> float:
-        """Share of the train windows holding activating tokens in which the mode fires on one of them.
-
-        Counted in windows, not tokens: the evidence is drawn around the neuron's strongest tokens, so a
-        frequent token of the strongest mode (a rule line of 300 dashes) would otherwise leave every other
-        meaning a sliver of the activating tokens however many contexts it fires in."""
-        win = self.ws.batch.window
-        # Survey windows are not counted: half of them sit on the strongest activations, which the strongest
-        # meaning holds, and would shrink every other meaning's share of the windows (planted recall 0.85 → 0.82).
-        stored = ~self.ws.batch.kind_mask("survey")
-        hot = torch.unique(win[active & stored])
-        if hot.numel() == 0:
-            return 0.0
-        return torch.unique(win[self.ws.fires(mode) & active & stored]).numel() / hot.numel()
+        """Share of the train windows with activating tokens in which the mode fires: :func:`earning.cover`."""
+        return earning.cover(self, mode, active)
 
     def earn(self, modes: list[Mode], active: torch.Tensor) -> tuple[list[Mode], Mode | None]:
-        """The rule every mode must pass, on train data only (written in ``AgentConfig``):
-
-        a mode is a meaning when it fires on activating tokens in at least ``min_mode_cover`` of the train
-        windows that hold any (:meth:`cover`) and removing it (the other modes and the background kept) loses
-        at least ``min_mode_gain`` train score. A covering mode that fails only because another mode's broad
-        atom fires on its tokens is freed first (:meth:`_unshadow`).
-        The least useful failing mode goes first, and the rule is re-checked on the rest: one that covers
-        the activating tokens but adds nothing over the others means the same as one of them and is merged
-        into the most similar; one that covers too little but still predicts (diffuse low-level firing)
-        joins the background term; one that predicts nothing is dropped (a covering mode that means nothing
-        like any other, by :meth:`similar`, is treated as one that covers too little). A lone mode always stays.
-        """
-        ws, cfg = self.ws, self.cfg
-        modes = [m for m in modes if m.conditions]
-        background: list[Condition] = []
-        decisions = []
-
-        def bg_modes() -> list[Mode]:
-            return [build_mode(ws, background, kind="background")] if background else []
-
-        # The gain is measured on the stored evidence's tokens (strengths fitted on all): the rule's thresholds
-        # belong to its mix of top, quantile and random windows, and the survey's windows on the strongest
-        # meaning would shrink every other meaning's gain (planted 20: comparison words +0.005 → background).
-        stored = ~ws.batch.kind_mask("survey")
-        stored = None if bool(stored.all()) else stored
-        while len(modes) > 1:
-            extra = bg_modes()
-            full = ws.score(modes + extra, stored)
-            stats = []
-            for i, m in enumerate(modes):
-                cover = self.cover(m, active)
-                gain = full - ws.score(modes[:i] + modes[i + 1 :] + extra, stored)
-                stats.append((cover, gain))
-            fails = [i for i, (c, g) in enumerate(stats) if c < cfg.min_mode_cover or g < cfg.min_mode_gain]
-            if not fails:
-                break
-            i = min(fails, key=lambda k: (stats[k][1], stats[k][0]))
-            cover, gain = stats[i]
-            if cover >= cfg.min_mode_cover:
-                freed = self._unshadow(modes, i, active, full, extra, stored)
-                if freed is not None:
-                    modes, why = freed
-                    decisions.append(why)
-                    continue
-            m = modes.pop(i)
-            sims = [self.similarity(m, o, active) for o in modes]
-            if any(x is None for x in sims):  # no features: the mode nearest in strength
-                sims = [-abs(o.strength - m.strength) for o in modes]
-            j = int(np.argmax(sims)) if modes else 0
-            # Covering but adding nothing: a second reading of a meaning already there — merged, but only into
-            # one that means the same (a position mode and the words of a weaker meaning are not one meaning).
-            if cover >= cfg.min_mode_cover and modes and self.similar(m, modes[j], active):
-                modes[j] = build_mode(ws, atoms(modes[j]) + atoms(m))
-                what = f"merged into {modes[j].label}"
-            elif gain > 0:
-                background += atoms(m)
-                what = "background"
-            else:
-                what = "dropped"
-            decisions.append(f"{m.label}: cover {cover:.0%}, gain {gain:+.3f} → {what}")
-        self.log("earn", rule=f"cover ≥ {cfg.min_mode_cover:.0%} of the windows with activating tokens and gain ≥ "
-                 f"{cfg.min_mode_gain} train score", decisions=decisions, meanings=len(modes),
-                 background=len(background))
-        bg = bg_modes()
-        return modes, (bg[0] if bg else None)
+        """The rule every mode must pass (meanings, background, dropped): :func:`earning.earn`."""
+        return earning.earn(self, modes, active)
 
     def _unshadow(self, modes: list[Mode], i: int, active: torch.Tensor, full: float,
                   extra: list[Mode], where: torch.Tensor | None = None) -> tuple[list[Mode], str] | None:
