@@ -48,9 +48,9 @@ class AgentConfig:
     and +0.008 planted recall, and doubled the agent's time per real neuron (2.6 → 5.3 s), which takes
     ``neuronscope eval --suite all`` past its 15-minute budget on 2 cores."""
     survey_windows: int = 64
-    """Before the hypothesis, the subject model is asked for this many windows on the neuron's strongest
-    activations outside its evidence and as many at random positions (``feedback.store_survey``; a lookup
-    where the layer is prepared), added to the train evidence. The stored evidence is 32 top and 32 random
+    """The subject model is asked for this many windows on the neuron's strongest activations outside its
+    evidence and as many at random positions (``feedback.store_survey``; a lookup where the layer is prepared),
+    joined to the train evidence at the first refinement round. The stored evidence is 32 top and 32 random
     windows: on 200 MiniLM neurons the survey lifted held-out Score over the token table (fitted on the stored
     evidence only) from +0.017 to +0.035, +0.009 over a token table fitted on the same survey; 128 bought
     +0.004 more on 40 neurons at 1.5× the agent time; 0 turns it off."""

@@ -120,10 +120,7 @@ def store_probe(store, activations, evidence: NeuronEvidence, evaluator: Conditi
 
     tok = store.tokens
     rng = np.random.default_rng([seed, evidence.layer, evidence.index, 7])
-    taken = set()
-    for w in evidence.train + evidence.heldout:
-        if w.start >= 0:
-            taken.update(range(w.start, w.start + len(w.ids)))
+    taken = evidence_positions(evidence, len(tok.tokens))  # grows with every probe window handed out
     lo, hi = covered_positions(store)
     total_lo, total_hi = int(lo.min()) if len(lo) else 0, int(hi.max()) if len(hi) else 0
 
@@ -151,7 +148,8 @@ def store_probe(store, activations, evidence: NeuronEvidence, evaluator: Conditi
                 continue
             fires = evaluator.evaluate_mode(mode, ids, seg).numpy()
             explained |= fires
-            cand = np.asarray([p for p in (a + np.flatnonzero(fires)).tolist() if p not in taken], dtype=np.int64)
+            cand = a + np.flatnonzero(fires)
+            cand = cand[~taken[cand]]
             if len(cand):
                 picks.append(rng.choice(cand, size=min(n, len(cand)), replace=False))
         if neighbours:
@@ -160,7 +158,7 @@ def store_probe(store, activations, evidence: NeuronEvidence, evaluator: Conditi
             acts = activations.at(evidence.layer, [evidence.index], np.arange(a, a + span))[:, 0]
             acts = np.where(explained | ~np.isfinite(acts), -np.inf, acts)
             order = np.argsort(-acts, kind="stable")[: 4 * n]
-            missed = [a + int(i) for i in order if acts[i] > 0 and a + int(i) not in taken][:n]
+            missed = [a + int(i) for i in order if acts[i] > 0 and not taken[a + int(i)]][:n]
             if missed:
                 picks.append(np.asarray(missed, dtype=np.int64))
         if not picks:
@@ -173,7 +171,7 @@ def store_probe(store, activations, evidence: NeuronEvidence, evaluator: Conditi
         out = []
         for p, (s, e) in zip(pick.tolist(), spans, strict=True):
             out.append(corpus_window(tok, s, e, acts[np.searchsorted(flat, np.arange(s, e))], "probe", p - s))
-            taken.update(range(s, e))
+            taken[s:e] = True
         return out
 
     return probe
@@ -190,7 +188,7 @@ def evidence_positions(evidence: NeuronEvidence, size: int) -> np.ndarray:
 
 def store_survey(store, activations, evidence: NeuronEvidence, n: int, *, context: tuple[int, int] = (12, 4),
                  scan_tokens: int = 262_144, seed: int = 0) -> list[Window]:
-    """Survey windows: the subject model asked, before any hypothesis, how the neuron behaves beyond its evidence.
+    """Survey windows: the subject model asked how the neuron behaves beyond its stored evidence.
 
     ``n`` windows on the neuron's strongest activations outside every evidence window (train and held-out) of
     a seeded stretch of at most ``scan_tokens`` mined tokens — when those activations are a lookup (a
@@ -284,10 +282,10 @@ def _mode_words(mode: Mode) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _neighbour_picks(modes: list[Mode], ids: np.ndarray, start: int, taken: set[int], vocab,
+def _neighbour_picks(modes: list[Mode], ids: np.ndarray, start: int, taken: np.ndarray, vocab,
                      rng: np.random.Generator, n: int) -> list[np.ndarray]:
     """Corpus positions (global) of up to n occurrences, per word mode, of its neighbour words in the stretch
-    ``ids`` (T,) that starts at ``start``, outside the evidence (``taken``)."""
+    ``ids`` (T,) that starts at ``start``, outside the evidence (``taken``: (corpus size,) bool)."""
     uniq, inv = np.unique(ids, return_inverse=True)
     # continuation pieces ("##ing") are not words
     word_of = [normalise(vocab.pieces[int(i)]) if not vocab.pieces[int(i)].startswith("##") else "" for i in uniq]
@@ -302,7 +300,8 @@ def _neighbour_picks(modes: list[Mode], ids: np.ndarray, start: int, taken: set[
         if not near:
             continue
         hit = np.asarray([w in near for w in word_of], dtype=bool)[inv]
-        cand = np.asarray([p for p in (start + np.flatnonzero(hit)).tolist() if p not in taken], dtype=np.int64)
+        cand = start + np.flatnonzero(hit)
+        cand = cand[~taken[cand]]
         if len(cand):
             out.append(rng.choice(cand, size=min(n, len(cand)), replace=False))
     return out
