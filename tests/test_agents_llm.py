@@ -92,6 +92,40 @@ def test_llm_loop_protocol_with_a_scripted_server(planted):  # noqa: F811
     assert usage["total"]["prompt_tokens"] > 0
 
 
+def test_the_survey_refits_levels_but_keeps_the_llm_names(planted):  # noqa: F811
+    """The survey joins at the first refinement round and refits every mode's strengths; the names the explainer
+    role wrote stay (re-rendering them from the conditions would throw the LLM's labels away)."""
+    import dataclasses
+
+    evidence, ev = planted
+    base = fake_llm()
+
+    def respond(req) -> Reply:
+        msgs = req.body.get("messages") or [{"content": ""}, {"content": ""}]
+        if "one group of tokens" in msgs[0]["content"]:
+            return Reply(json=chat_body(json.dumps({"label": "scripted meaning",
+                                                    "description": "a description the scripted model wrote"})))
+        if "refine explanations" in msgs[0]["content"]:
+            return Reply(json=chat_body(json.dumps({"modes": [], "probes": []})))
+        return base(req)
+
+    survey = [dataclasses.replace(w, kind="survey") for w in evidence.train[:6]]
+
+    async def go():
+        async with LLMClient(_config(server)) as client:
+            return await LLMNeuronScope(evidence, client, evaluator=ev, cfg=OfflineConfig(rounds=1),
+                                        survey=survey).arun()
+
+    with ScriptedServer(default=respond) as server:
+        res = asyncio.run(go())
+    roles = [t["role"] for t in res.transcript]
+    assert "survey" in roles
+    assert roles.index("survey") < roles.index("refinement")
+    assert res.explanation.modes
+    assert {m.label for m in res.explanation.modes} == {"scripted meaning"}
+    assert {m.description for m in res.explanation.modes} == {"a description the scripted model wrote"}
+
+
 def test_llm_explain_retries_errors_cache_and_resume(minilm_store, tmp_path):
     from neuronscope.scoring.run import StoreSource
 

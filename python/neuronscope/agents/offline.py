@@ -275,8 +275,10 @@ class OfflineNeuronScope:
         (the strongest meaning's) pulled weaker meanings' components into it (planted recall 0.85 → 0.82)."""
         self.ws.windows.extend(self.survey)
         self.ws.rebuild()
-        for m in modes:
+        for m in modes:  # new levels, the same names (the LLM loop's explainer wrote them before the survey)
+            label, description = m.label, m.description
             with_strength(self.ws, m)
+            m.label, m.description = label, description
         self.log("survey", windows=len(self.survey), train_windows=len(self.ws.windows))
         n, self.survey = len(self.survey), []
         return n
