@@ -83,13 +83,17 @@ def test_agent_splits_a_mixed_mode_and_keeps_the_halves_apart(vocab):
     assert [m.conditions for m in agent.split_classes([pure], active)] == [pure.conditions]
 
 
-def test_a_one_word_mode_like_the_other_is_left_to_the_features(vocab):
-    wins = [window(vocab, ["this", "it", "they", "them", "the"], [2.0, 2.0, 2.0, 2.0, 0.0]) for _ in range(3)]
+def test_a_demonstrative_and_the_pronouns_share_a_class(vocab):
+    wins = [window(vocab, ["this", "it", "they", "them", "the", "of"], [2.0, 2.0, 2.0, 2.0, 0.0, 2.0])
+            for _ in range(3)]
     agent = make_agent(vocab, wins)
     active = agent.hypothesis()
-    # "this" (a determiner here) and the pronouns: alike in meaning, so the classes do not veto a merge
+    # "this" is a demonstrative pronoun as well as a determiner: the classes say one meaning with the pronouns
     assert agent.same_class(Mode("t", conditions=[TokenIn(("this",))]),
-                            Mode("p", conditions=[TokenIn(("it", "they", "them"))]), active) is None
+                            Mode("p", conditions=[TokenIn(("it", "they", "them"))]), active) is True
+    # a preposition and the pronouns: one word of another class, unlike in meaning — never one meaning
+    assert agent.same_class(Mode("o", conditions=[TokenIn(("of",))]),
+                            Mode("p", conditions=[TokenIn(("it", "they", "them"))]), active) is not True
 
 
 def _shadow_windows(vocab, colon: float = 1.5, extra_punct: bool = False, unexplained: float = 0.0):

@@ -95,3 +95,37 @@ def test_the_agent_fits_its_strengths_on_the_survey_and_scores_on_the_same_heldo
     assert checked > 0
     # the held-out evidence is the stored one either way: the survey never touches it
     assert len(ev.heldout) == len(src.evidence(layer, [index])[0].heldout)
+
+
+def test_a_banded_survey_spreads_half_its_strong_windows_over_the_levels_below_the_top(minilm_store):
+    from neuronscope.agents.feedback import BAND_FLOOR
+
+    layer, index, n, bands = 3, 5, 6, 3
+    acts_src = activation_source(minilm_store)
+    assert acts_src.prepare([layer])
+    ev = StoreSource(minilm_store, activations=acts_src).evidence(layer, [index])[0]
+    size = len(minilm_store.tokens.tokens)
+    assert size <= 262_144  # the whole corpus is the scanned stretch: its maximum is the bands' reference
+    ref = evidence_positions(ev, size)
+    truth = activation_source(minilm_store).at(layer, [index], np.arange(size))[:, 0]
+    top = float(np.where(ref, -np.inf, truth).max())
+    got = store_survey(minilm_store, acts_src, ev, n, bands=bands)
+    plain = store_survey(minilm_store, acts_src, ev, n)
+    focus = np.asarray([truth[w.start + w.focus] for w in got])
+    n_top = n - n // 2
+    # first the strongest, as without bands (the same first windows), ...
+    assert [(w.start, w.focus) for w in got[:1]] == [(w.start, w.focus) for w in plain[:1]]
+    assert focus[0] == top
+    # ... then one window in each band of [BAND_FLOOR, 0.9) × the maximum, weakest band first (brute force) ...
+    edges = np.linspace(BAND_FLOOR, 0.9, bands + 1) * top
+    banded = focus[n_top : n_top + n // 2]
+    assert len(banded) == bands
+    for b, a in enumerate(banded):
+        assert edges[b] <= a < edges[b + 1], (b, a, edges)
+    assert banded.max() < focus[:n_top].min()  # below every top pick: the levels a top-k sample never shows
+    # ... and never a token of the evidence or of another survey window
+    covered = np.zeros(size, dtype=int)
+    for s, e in _spans(got):
+        covered[s:e] += 1
+    assert covered.max() == 1 and not (covered.astype(bool) & ref).any()
+    assert all(w.kind == "survey" for w in got)

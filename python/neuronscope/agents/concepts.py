@@ -66,8 +66,11 @@ CLOSED: tuple[Concept, ...] = (
     _c("weekdays", "Days of the week", "monday tuesday wednesday thursday friday saturday sunday"),
     _c("time units", "Units of time", "second seconds minute minutes hour hours day days week weeks month months "
        "year years millisecond milliseconds microseconds nanoseconds ms decade century"),
+    # The demonstratives (this, that, these, those) are pronouns as well as determiners: both classes hold them,
+    # so a mode of demonstratives and one of personal pronouns share a class (planted pronoun modes were split
+    # into "pronouns" and "articles and determiners" on 3 of 102 neurons).
     _c("pronouns", "Pronouns", "i me my mine you your yours he him his she her hers it its we us our they them "
-       "their theirs itself themselves yourself myself"),
+       "their theirs itself themselves yourself myself this that these those"),
     _c("articles and determiners", "Articles and determiners", "a an the this that these those each every some "
        "any no"),
     _c("prepositions", "Prepositions", "of in on at by for with from to into onto over under about between "
@@ -87,7 +90,7 @@ CLOSED: tuple[Concept, ...] = (
        "try except finally with as global nonlocal assert del elif else if in is not and or async await break "
        "continue"),
     _c("built-in types", "Built-in type names", "int float str bytes bool list dict tuple set frozenset complex "
-       "bytearray object type none"),
+       "bytearray object type"),
     _c("boolean and null literals", "True, False and None", "true false none null nil"),
     _c("opening brackets", "Opening brackets", "( [ { <"),
     _c("closing brackets", "Closing brackets", ") ] } >"),

@@ -75,7 +75,8 @@ class ExplainContext:
         """``config.survey_windows`` survey windows of each kind (``feedback.store_survey``); none without a corpus."""
         if self.store is None or self.activations is None or self.config.survey_windows <= 0:
             return []
-        return store_survey(self.store, self.activations, ev, self.config.survey_windows)
+        return store_survey(self.store, self.activations, ev, self.config.survey_windows,
+                            bands=self.config.survey_bands)
 
     def probe_texts(self, ev: NeuronEvidence) -> ProbeTextFn | None:
         """New texts through the source's activations (the LLM refinement's probes)."""

@@ -187,7 +187,7 @@ def evidence_positions(evidence: NeuronEvidence, size: int) -> np.ndarray:
 
 
 def store_survey(store, activations, evidence: NeuronEvidence, n: int, *, context: tuple[int, int] = (12, 4),
-                 scan_tokens: int = 262_144, seed: int = 0) -> list[Window]:
+                 scan_tokens: int = 262_144, seed: int = 0, bands: int = 0) -> list[Window]:
     """Survey windows: the subject model asked how the neuron behaves beyond its stored evidence.
 
     ``n`` windows on the neuron's strongest activations outside every evidence window (train and held-out) of
@@ -197,7 +197,9 @@ def store_survey(store, activations, evidence: NeuronEvidence, n: int, *, contex
     window, so held-out tokens never become train evidence. The stored evidence holds 32 top windows and as
     many random ones per split: the token strengths it gives are noisy and 17% of the held-out tokens
     (11% of their variance) were never seen in train on MiniLM (``bench_context_headroom.py``); the
-    survey is where the explanation's levels and its background come from beyond that.
+    survey is where the explanation's levels and its background come from beyond that. With ``bands`` > 0, half
+    of the strongest windows are drawn instead across that many activation bands below the top
+    (:func:`_band_picks`): a weaker meaning of a polysemantic neuron fires there, where a top-k sample never looks.
     Returns the windows (kind ``survey``, focus on the surveyed position), strongest first.
     """
     from ..scoring.evidence import covered_positions, random_positions
@@ -218,7 +220,10 @@ def store_survey(store, activations, evidence: NeuronEvidence, n: int, *, contex
             acts = activations.at(evidence.layer, [evidence.index], np.arange(a, a + span))[:, 0]
             acts = np.where(taken[a : a + span] | ~np.isfinite(acts), -np.inf, acts)
             order = np.argsort(-acts, kind="stable")
-            picks += [a + int(i) for i in order[: 4 * n] if acts[i] > 0][:n]
+            n_top = n - (n // 2 if bands > 0 else 0)
+            picks += [a + int(i) for i in order[: 4 * n_top] if acts[i] > 0][:n_top]
+            if bands > 0:
+                picks += _band_picks(acts, n - n_top, bands, rng, a)
     picks += [int(p) for p in random_positions(store, 2 * n, rng) if 0 <= p < size and not taken[p]][:n]
     spans = []
     for p in picks:
@@ -240,6 +245,27 @@ def store_survey(store, activations, evidence: NeuronEvidence, n: int, *, contex
         acts = activations.at(evidence.layer, [evidence.index], flat)[:, 0]
     return [corpus_window(tok, s, e, acts[np.searchsorted(flat, np.arange(s, e))].astype(np.float32), "survey", p - s)
             for s, e, p in spans]
+
+
+BAND_FLOOR = 0.1
+"""The lowest activation band of a banded survey starts at this share of the scan's maximum."""
+
+
+def _band_picks(acts: np.ndarray, n: int, bands: int, rng: np.random.Generator, offset: int) -> list[int]:
+    """``n`` positions spread evenly over ``bands`` equal activation bands between ``BAND_FLOOR`` and 0.9 of
+    the maximum of ``acts`` (taken positions at -inf), seeded random within each band: the levels below the
+    top, where a polysemantic neuron's weaker meanings fire and a top-k sample never looks."""
+    top = float(np.max(acts)) if len(acts) else 0.0
+    if not np.isfinite(top) or top <= 0 or n <= 0:
+        return []
+    edges = np.linspace(BAND_FLOOR, 0.9, bands + 1) * top
+    out: list[int] = []
+    for b in range(bands):
+        inside = np.flatnonzero((acts >= edges[b]) & (acts < edges[b + 1]))
+        k = n // bands + (1 if b < n % bands else 0)
+        if len(inside):
+            out += [offset + int(i) for i in rng.choice(inside, size=min(k, len(inside)), replace=False)]
+    return out
 
 
 NEIGHBOURS = 8
