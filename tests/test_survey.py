@@ -98,7 +98,7 @@ def test_the_agent_fits_its_strengths_on_the_survey_and_scores_on_the_same_heldo
 
 
 def test_a_banded_survey_spreads_half_its_strong_windows_over_the_levels_below_the_top(minilm_store):
-    from neuronscope.agents.feedback import BAND_FLOOR
+    from neuronscope.agents.feedback import BAND_CEILING, BAND_FLOOR
 
     layer, index, n, bands = 3, 5, 6, 3
     acts_src = activation_source(minilm_store)
@@ -116,8 +116,8 @@ def test_a_banded_survey_spreads_half_its_strong_windows_over_the_levels_below_t
     # first the strongest, as without bands (the same first windows), ...
     assert [(w.start, w.focus) for w in got[:1]] == [(w.start, w.focus) for w in plain[:1]]
     assert focus[0] == top
-    # ... then one window in each band of [BAND_FLOOR, 0.9) × the maximum, weakest band first (brute force) ...
-    edges = np.linspace(BAND_FLOOR, 0.9, bands + 1) * top
+    # ... then one window in each band of [BAND_FLOOR, BAND_CEILING) × the maximum, weakest band first (brute force) ...
+    edges = np.linspace(BAND_FLOOR, BAND_CEILING, bands + 1) * top
     banded = focus[n_top : n_top + n // 2]
     assert len(banded) == bands
     for b, a in enumerate(banded):

@@ -200,7 +200,8 @@ def store_survey(store, activations, evidence: NeuronEvidence, n: int, *, contex
     survey is where the explanation's levels and its background come from beyond that. With ``bands`` > 0, half
     of the strongest windows are drawn instead across that many activation bands below the top
     (:func:`_band_picks`): a weaker meaning of a polysemantic neuron fires there, where a top-k sample never looks.
-    Returns the windows (kind ``survey``, focus on the surveyed position), strongest first.
+    Returns the windows (kind ``survey``, focus on the surveyed position): the strongest first (strongest
+    first among them), then the banded ones (weakest band first), then the random ones.
     """
     from ..scoring.evidence import covered_positions, random_positions
 
@@ -247,18 +248,18 @@ def store_survey(store, activations, evidence: NeuronEvidence, n: int, *, contex
             for s, e, p in spans]
 
 
-BAND_FLOOR = 0.1
-"""The lowest activation band of a banded survey starts at this share of the scan's maximum."""
+BAND_FLOOR, BAND_CEILING = 0.1, 0.9
+"""A banded survey's bands span these shares of the scan's maximum (above the ceiling: the top picks' levels)."""
 
 
 def _band_picks(acts: np.ndarray, n: int, bands: int, rng: np.random.Generator, offset: int) -> list[int]:
-    """``n`` positions spread evenly over ``bands`` equal activation bands between ``BAND_FLOOR`` and 0.9 of
-    the maximum of ``acts`` (taken positions at -inf), seeded random within each band: the levels below the
+    """``n`` positions spread evenly over ``bands`` equal activation bands between ``BAND_FLOOR`` and ``BAND_CEILING``
+    of the maximum of ``acts`` (taken positions at -inf), seeded random within each band: the levels below the
     top, where a polysemantic neuron's weaker meanings fire and a top-k sample never looks."""
     top = float(np.max(acts)) if len(acts) else 0.0
     if not np.isfinite(top) or top <= 0 or n <= 0:
         return []
-    edges = np.linspace(BAND_FLOOR, 0.9, bands + 1) * top
+    edges = np.linspace(BAND_FLOOR, BAND_CEILING, bands + 1) * top
     out: list[int] = []
     for b in range(bands):
         inside = np.flatnonzero((acts >= edges[b]) & (acts < edges[b + 1]))
