@@ -38,8 +38,14 @@ def test_class_split_by_hand():
     concept, inside = got
     assert concept.name == "file and path words"  # the larger class side
     assert inside == [0, 1, 2]
-    # with the keyword at 2.0 the file words hold 0.75: the class names the whole mode, no split
-    assert class_split(_parts(file=3.0, directory=2.0, files=1.0, **{"import": 2.0})) is None
+    # with the keyword at 2.0 the file words hold 0.75 and name the whole mode, and it is still split by that
+    # class from the word outside it (a quarter of the mass is no stray member) ...
+    assert class_split(_parts(file=3.0, directory=2.0, files=1.0, **{"import": 2.0})) == (concept, [0, 1, 2])
+    # ... but not below MIN_SPLIT_SHARE outside it (0.5 of 6.5)
+    assert class_split(_parts(file=3.0, directory=2.0, files=1.0, **{"import": 0.5})) is None
+    # numbers beside creating words, numbers holding 0.8 of the mass (the graded planted family's merge)
+    got = class_split(_parts(**{"5": 4.0, "412": 4.0, "3000": 4.0}, created=1.5, deleted=1.5))
+    assert got is not None and got[0].name == "numbers" and got[1] == [0, 1, 2]
     # one class names the whole mode: opening and closing brackets are brackets
     assert class_split(_parts(**{"(": 2.0}) + _parts(**{")": 2.0})) is None
     # alike in meaning: "these", "those" (determiners) beside "they"

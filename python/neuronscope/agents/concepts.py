@@ -356,9 +356,9 @@ def class_split(parts: Sequence[Counter],
     """Where one mode's word atoms mix a closed class with words unlike it, the class and the atoms inside it.
 
     ``parts``: one Counter (token → activating mass, :func:`mode_tokens`) per word atom of the mode. A mode
-    that one class names as a whole (:func:`closed_concept`) is not split (opening and closing brackets are
-    both brackets), nor by a class of token shapes (-ed words: "called" beside "calls" is one word family);
-    otherwise the word-list class whose member atoms (most of an atom's mass in the class) carry the largest
+    that one class names as a whole (:func:`closed_concept`) is split only by that class, from the words outside
+    it (opening and closing brackets are both brackets, not two sub-classes), and never by a class of token
+    shapes (-ed words: "called" beside "calls" is one word family); otherwise the word-list class whose member atoms (most of an atom's mass in the class) carry the largest
     share of the mode's mass, between ``MIN_SPLIT_SHARE`` and ``1 - MIN_SPLIT_SHARE``, splits it when its words
     and the rest are unlike in meaning (cosine of their static word-vector centroids below ``max_similarity``)
     and one side is a class by itself (:func:`closed_concept`):
@@ -369,11 +369,14 @@ def class_split(parts: Sequence[Counter],
     for p in parts:
         whole.update(p)
     total = sum(whole.values())
-    if len(parts) < 2 or total <= 0 or closed_concept(whole) is not None:
+    if len(parts) < 2 or total <= 0:
         return None
+    # A mode one class names as a whole is split only by that class, from words outside it (numbers beside
+    # "created", "deleted": 30% of the mass is no stray member), never into its sub-classes (brackets).
+    named = closed_concept(whole)
     mass = [sum(p.values()) for p in parts]
     best: tuple[float, Concept, list[int]] | None = None
-    for c in CLOSED:
+    for c in CLOSED if named is None else (named,):
         if c.name in CATCH_ALL or not c.members:
             continue
         inside = [i for i, p in enumerate(parts) if mass[i] > 0 and class_share(c, p) >= 0.5]

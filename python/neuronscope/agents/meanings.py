@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..explanations.model import AllOf, Mode, Not, TokenIn
+from ..explanations.model import AllOf, Mode, Not, TokenIn, TokenRegex
 from .concepts import (
     CATCH_ALL,
     CLOSED,
@@ -65,7 +65,9 @@ def split_classes(agent, modes: list[Mode], active: torch.Tensor) -> list[Mode]:
     while todo:
         m = todo.pop()
         parts = atoms(m)
-        words = [a for a in parts if isinstance(a, TokenIn)]  # contexts and shapes are not words
+        # Words and token shapes (a number shape beside "del", "created": numbers and creating words that a
+        # clustering of contextual vectors put together); contexts are not words.
+        words = [a for a in parts if isinstance(a, (TokenIn, TokenRegex))]
         got = class_split([mode_tokens(agent.ws, Mode("", conditions=[a]), active) for a in words]) \
             if len(words) >= 2 and not m.is_background else None
         if got is None:

@@ -178,7 +178,14 @@ def cover_missed(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[
         if cands:
             sc = score_conditions(ws.ev, cands, ws.batch, positives=missed)
             ok = np.flatnonzero((sc.focus_hits > 0) & (sc.mean_act >= agent.cfg.min_precision * ws.threshold))
-            for j in ok[np.argsort(-sc.r[ok])][:3]:
+            ranked = ok[np.argsort(-sc.r[ok])]
+            group = _missed_group(agent, [cands[int(j)] for j in ranked[:MISSED_GROUP]], active, missed)
+            if len(group) >= 2:
+                # A missed meaning arrives as a group of words (a category the stored evidence never showed,
+                # met in the survey): one word alone rarely buys a new mode's cost, the group does.
+                props.append((f"new mode for missed tokens: {build_mode(ws, group).description}",
+                              [*modes, build_mode(ws, group)]))
+            for j in ranked[:3]:
                 c = cands[int(j)]
                 alone = build_mode(ws, [c])
                 sims = [agent.similarity(alone, m, active) for m in modes]
@@ -194,6 +201,33 @@ def cover_missed(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[
                 else:
                     props.append((f"new mode for missed tokens: {c.describe()}", [*modes, alone]))
     return props
+
+
+MISSED_GROUP = 16
+"""The best missed token conditions searched for a group that means one thing (``cover_missed``)."""
+
+
+def _missed_group(agent: Agent, conds: list[Condition], active: torch.Tensor, missed: torch.Tensor) -> list[Condition]:
+    """The missed token conditions of ``conds`` grouped by the merge gate (``agent.similar``: each joins the
+    first group whose first member means the same) and the group with the most missed activation, best first."""
+    ws = agent.ws
+    groups: list[tuple[Mode, list[Condition]]] = []
+    for c in conds:
+        if not isinstance(c, TokenIn):
+            continue
+        alone = build_mode(ws, [c])
+        home = next((g for seed, g in groups if agent.similar(seed, alone, active)), None)
+        if home is None:
+            groups.append((alone, [c]))
+        else:
+            home.append(c)
+    best, best_mass = [], 0.0
+    y = ws.batch.acts
+    for _, g in groups:
+        mass = float(y[ws.masks(g).any(0) & missed].sum()) if len(g) >= 2 else 0.0
+        if mass > best_mass:
+            best, best_mass = g, mass
+    return best
 
 
 def is_position_mode(m: Mode) -> bool:
@@ -315,9 +349,22 @@ def split_context(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list
         rest = [a for a in atoms(m) if not (isinstance(a, TokenIn) and not a.case_sensitive)]
         inside, outside = AllOf((base, ctx)), AllOf((base, Not(ctx)))
         hi, lo = max(m_in, m_out), max(min(m_in, m_out), 1e-9)
-        if hi >= SPLIT_RATIO * lo:
-            strong, weak = (inside, outside) if m_in >= m_out else (outside, inside)
-            new = [build_mode(ws, [strong]), build_mode(ws, [weak, *rest])]
+        strong, weak = (inside, outside) if m_in >= m_out else (outside, inside)
+        if lo < ws.threshold:
+            # The weak side does not activate: the words mean the mode only in the strong context, so the mode
+            # keeps them there (a restriction, not a second mode: "example" after "for" stays with "instance"
+            # after "for" in one phrase mode instead of a mode of its own beside a mode of "example" elsewhere).
+            props.append((f"restrict mode {mi} by context: {strong.describe()}",
+                          [*modes[:mi], build_mode(ws, [strong, *rest]), *modes[mi + 1:]]))
+        elif hi >= SPLIT_RATIO * lo:
+            # The mode's other atoms go with the side whose level they share (nearer in log strength).
+            def near_strong(a: Condition) -> bool:
+                f = ws.mask(a)
+                level = float(y[f].mean()) if bool(f.any()) else 0.0
+                return abs(np.log(max(level, 1e-9) / hi)) <= abs(np.log(max(level, 1e-9) / lo))
+            with_strong = [a for a in rest if near_strong(a)]
+            with_weak = [a for a in rest if not near_strong(a)]
+            new = [build_mode(ws, [strong, *with_strong]), build_mode(ws, [weak, *with_weak])]
             props.append((f"split mode {mi} by context: {strong.describe()} / {weak.describe()}",
                           [*modes[:mi], *new, *modes[mi + 1:]]))
         else:
