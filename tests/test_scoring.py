@@ -181,3 +181,21 @@ def test_store_evidence_windows_and_split(minilm_store):
                                   np.concatenate([w.acts for w in b.heldout]))
     acts = activation_source(minilm_store).at(1, [700], np.arange(a.heldout[0].start, a.heldout[0].start + 5))[:, 0]
     np.testing.assert_allclose(a.heldout[0].acts[:5], acts, rtol=1e-6)
+
+
+def test_combine_modes_takes_the_largest_magnitude_per_token_against_a_loop():
+    from neuronscope.scoring.simulate import combine_modes
+
+    rng = np.random.default_rng(5)
+    preds = rng.normal(size=(5, 400)).round(1).astype(np.float32)  # rounded: many exact ties, some ±
+    preds[:, :20] = 0.0
+    preds[0, 20], preds[3, 20] = -2.0, 2.0  # a positive and a negative tie: the positive one
+    preds[1, 21], preds[2, 21] = 1.5, -1.5
+    want = np.zeros(preds.shape[1], np.float32)
+    for t in range(preds.shape[1]):
+        col = preds[:, t]
+        big = np.abs(col).max()
+        want[t] = big if (col == big).any() else -big
+    np.testing.assert_array_equal(combine_modes(torch.from_numpy(preds)).numpy(), want)
+    np.testing.assert_array_equal(combine_modes(torch.from_numpy(preds[:1])).numpy(), preds[0])
+    assert combine_modes(torch.zeros((0, 7))).shape == (7,)

@@ -214,8 +214,22 @@ class OfflineNeuronScope:
             self._feat_key = key
         return self._feat
 
+    def _memo(self, what: str, a: Mode, b: Mode, active: torch.Tensor, compute: Callable[[], object]):
+        """``compute()`` cached per (what, both modes' conditions and kinds, the train batch, the activating set):
+        the merge gate asks about the same pairs in every proposal step, and a mode's strength and tokens follow
+        from its conditions on a batch."""
+        if getattr(self, "_memo_batch", None) is not self.ws.batch:
+            self._memo_batch, self._memo_cache = self.ws.batch, {}
+        key = (what, tuple(a.conditions), a.kind, tuple(b.conditions), b.kind, int(active.sum()))
+        if key not in self._memo_cache:
+            self._memo_cache[key] = compute()
+        return self._memo_cache[key]
+
     def similarity(self, a: Mode, b: Mode, active: torch.Tensor) -> float | None:
         """Cosine of two modes' activating-token feature centroids (None: no features or no shared evidence)."""
+        return self._memo("similarity", a, b, active, lambda: self._similarity(a, b, active))
+
+    def _similarity(self, a: Mode, b: Mode, active: torch.Tensor) -> float | None:
         emb = self._active_features(active)
         if emb is None:
             return None
@@ -239,6 +253,9 @@ class OfflineNeuronScope:
         without either the only evidence is a like strength (within 20%), a weak proxy kept for callers that
         give no features (every stage gives contextual and word features).
         """
+        return self._memo("similar", a, b, active, lambda: self._similar(a, b, active))
+
+    def _similar(self, a: Mode, b: Mode, active: torch.Tensor) -> bool:
         if is_position_mode(a) != is_position_mode(b):
             return False  # where in the document, and which words: never one meaning
         same = self.same_class(a, b, active)

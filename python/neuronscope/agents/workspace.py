@@ -40,12 +40,10 @@ def key_piece(vocab, i: int) -> str:
 
 
 def _pick(values: torch.Tensor) -> torch.Tensor:
-    """(n, T) → (T,): the largest-magnitude value per token (``combine_modes``), a plain max when all ≥ 0."""
+    """(n, T) → (T,): the largest-magnitude value per token (``combine_modes``)."""
     from ..scoring.simulate import combine_modes
 
-    if values.shape[0] == 1:
-        return values[0]
-    return values.amax(0) if bool((values >= 0).all()) else combine_modes(values)
+    return combine_modes(values)
 
 
 class Workspace:

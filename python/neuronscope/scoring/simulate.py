@@ -49,11 +49,16 @@ class Simulator(Protocol):
 
 
 def combine_modes(preds: torch.Tensor) -> torch.Tensor:
-    """(n_modes, T) → (T,): per token the mode prediction of largest magnitude (0 where all are 0)."""
+    """(n_modes, T) → (T,): per token the mode prediction of largest magnitude, the positive one where a
+    positive and a negative tie (0 where all are 0)."""
     if preds.shape[0] == 0:
         return torch.zeros(preds.shape[1], dtype=torch.float32, device=preds.device)
-    pick = preds.abs().argmax(0)
-    return preds.gather(0, pick[None])[0]
+    if preds.shape[0] == 1:
+        return preds[0]
+    # Two reductions instead of abs → argmax → gather: a column argmax over a (n, T) tensor is the offline
+    # loop's costliest step (it scores thousands of proposals per neuron; 4.8 of 52 s on 12 MiniLM neurons).
+    hi, lo = preds.amax(0), preds.amin(0)
+    return torch.where(-lo > hi, lo, hi)
 
 
 class ExecSimulator:
