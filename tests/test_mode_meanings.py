@@ -90,3 +90,19 @@ def test_sub_classes_of_punctuation_leave_the_decision_to_strength_and_features(
     assert agent.same_class(m("7", "12"), m("create", "remove"), active) is False
     # Undecided by the classes, the strengths decide here (no features): alike (2.0 and 2.0) → one meaning.
     assert agent.similar(commas, stops, active)
+
+
+def test_the_earning_rule_lets_a_broad_mode_earn_with_a_smaller_gain():
+    from neuronscope.agents.base import AgentConfig
+    from neuronscope.agents.earning import earns
+
+    cfg = AgentConfig()
+    assert (cfg.min_mode_cover, cfg.min_mode_gain, cfg.broad_mode_cover, cfg.broad_mode_gain) == (0.05, 0.01, 0.15,
+                                                                                                   0.005)
+    assert earns(cfg, 0.05, 0.01) and earns(cfg, 0.9, 0.02)
+    assert not earns(cfg, 0.04, 0.5)  # too narrow, whatever it buys
+    assert not earns(cfg, 0.10, 0.009)  # narrow: the full gain is needed
+    assert earns(cfg, 0.15, 0.005) and earns(cfg, 0.30, 0.007)  # broad: the smaller gain is enough
+    assert not earns(cfg, 0.30, 0.004)
+    off = AgentConfig(broad_mode_cover=1.01)  # the second tier off: the single rule
+    assert not earns(off, 0.30, 0.007) and earns(off, 0.30, 0.01)

@@ -74,7 +74,11 @@ class AgentConfig:
     background_tokens: int = 1000
     """Tokens in the background term at most (each at its own mean train activation; as many as the look-up table)."""
     min_mode_gain: float = 0.01
-    """... and removing it loses at least this much train score (else it is merged, background or dropped)."""
+    """... and removing it loses at least this much train score (else it is merged, background or dropped) ..."""
+    broad_mode_cover: float = 0.15
+    """... or, for a mode firing on activating tokens in at least this share of those windows, ..."""
+    broad_mode_gain: float = 0.005
+    """... at least this much (``earning.earns``)."""
 
 
 OfflineConfig = AgentConfig
