@@ -45,7 +45,9 @@ def test_class_split_by_hand():
     assert class_split(_parts(file=3.0, directory=2.0, files=1.0, **{"import": 0.5})) is None
     # numbers beside creating words, numbers holding 0.8 of the mass (the graded planted family's merge)
     got = class_split(_parts(**{"5": 4.0, "412": 4.0, "3000": 4.0}, created=1.5, deleted=1.5))
-    assert got is not None and got[0].name == "numbers" and got[1] == [0, 1, 2]
+    assert got is not None
+    assert got[0].name == "numbers"
+    assert got[1] == [0, 1, 2]
     # one class names the whole mode: opening and closing brackets are brackets
     assert class_split(_parts(**{"(": 2.0}) + _parts(**{")": 2.0})) is None
     # alike in meaning: "these", "those" (determiners) beside "they"

@@ -99,10 +99,13 @@ def test_the_earning_rule_lets_a_broad_mode_earn_with_a_smaller_gain():
     cfg = AgentConfig()
     assert (cfg.min_mode_cover, cfg.min_mode_gain, cfg.broad_mode_cover, cfg.broad_mode_gain) == (0.05, 0.01, 0.15,
                                                                                                    0.005)
-    assert earns(cfg, 0.05, 0.01) and earns(cfg, 0.9, 0.02)
+    assert earns(cfg, 0.05, 0.01)
+    assert earns(cfg, 0.9, 0.02)
     assert not earns(cfg, 0.04, 0.5)  # too narrow, whatever it buys
     assert not earns(cfg, 0.10, 0.009)  # narrow: the full gain is needed
-    assert earns(cfg, 0.15, 0.005) and earns(cfg, 0.30, 0.007)  # broad: the smaller gain is enough
+    assert earns(cfg, 0.15, 0.005)  # broad: the smaller gain is enough
+    assert earns(cfg, 0.30, 0.007)
     assert not earns(cfg, 0.30, 0.004)
     off = AgentConfig(broad_mode_cover=1.01)  # the second tier off: the single rule
-    assert not earns(off, 0.30, 0.007) and earns(off, 0.30, 0.01)
+    assert not earns(off, 0.30, 0.007)
+    assert earns(off, 0.30, 0.01)

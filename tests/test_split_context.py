@@ -46,7 +46,9 @@ def test_a_word_that_activates_in_one_context_only_is_restricted_inside_its_mode
     assert any(_fires(ws, ms[0]) == want for _, ms in props), [ms[0].description for _, ms in props]
     restricted = next(ms[0] for _, ms in props if _fires(ws, ms[0]) == want)
     assert phrase in restricted.conditions
-    assert not any(isinstance(c, AllOf) and any(isinstance(p, Not) for p in c.conditions) for c in restricted.conditions)
+    negated = [c for c in restricted.conditions
+               if isinstance(c, AllOf) and any(isinstance(p, Not) for p in c.conditions)]
+    assert not negated
 
 
 def test_a_split_sends_each_other_atom_to_the_side_whose_level_it_shares(vocab):
@@ -63,8 +65,10 @@ def test_a_split_sends_each_other_atom_to_the_side_whose_level_it_shares(vocab):
     splits = [ms for why, ms in split_context(agent, [mode], active) if why.startswith("split")]
     assert splits, "the 'if' context (3.0 against 1.0) was not proposed as a split"
     strong, weak = splits[0]
-    assert y_after in strong.conditions and z_after not in strong.conditions
-    assert z_after in weak.conditions and y_after not in weak.conditions
+    assert y_after in strong.conditions
+    assert z_after not in strong.conditions
+    assert z_after in weak.conditions
+    assert y_after not in weak.conditions
     assert strong.strength == pytest.approx(3.0, abs=1e-5)
     assert weak.strength == pytest.approx(1.0, abs=1e-5)
 

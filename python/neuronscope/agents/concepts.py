@@ -358,10 +358,11 @@ def class_split(parts: Sequence[Counter],
     ``parts``: one Counter (token → activating mass, :func:`mode_tokens`) per word atom of the mode. A mode
     that one class names as a whole (:func:`closed_concept`) is split only by that class, from the words outside
     it (opening and closing brackets are both brackets, not two sub-classes), and never by a class of token
-    shapes (-ed words: "called" beside "calls" is one word family); otherwise the word-list class whose member atoms (most of an atom's mass in the class) carry the largest
-    share of the mode's mass, between ``MIN_SPLIT_SHARE`` and ``1 - MIN_SPLIT_SHARE``, splits it when its words
-    and the rest are unlike in meaning (cosine of their static word-vector centroids below ``max_similarity``)
-    and one side is a class by itself (:func:`closed_concept`):
+    shapes (-ed words: "called" beside "calls" is one word family); otherwise the word-list class whose member
+    atoms (most of an atom's mass in the class) carry the largest share of the mode's mass, between
+    ``MIN_SPLIT_SHARE`` and ``1 - MIN_SPLIT_SHARE``, splits it when its words and the rest are unlike in
+    meaning (cosine of their static word-vector centroids below ``max_similarity``) and one side is a class by
+    itself (:func:`closed_concept`):
     "import" beside "file", "directory" is a Python keyword beside file words (cosine 0.16), two meanings that a
     clustering of code-context vectors put together and that one strength cannot tell apart, while "these",
     "those" beside "they" (0.43) stay one. None when no class splits it."""

@@ -313,6 +313,13 @@ def _context_splits(ws: Workspace, fires: torch.Tensor) -> list[tuple[Condition,
     return out
 
 
+def _nearer_first(ws: Workspace, atom: Condition, first: float, second: float) -> bool:
+    """Whether the atom's mean train activation where it fires is nearer ``first`` than ``second`` (log ratio)."""
+    f = ws.mask(atom)
+    level = max(float(ws.batch.acts[f].mean()) if bool(f.any()) else 0.0, 1e-9)
+    return abs(np.log(level / first)) <= abs(np.log(level / second))
+
+
 def split_context(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
     """A mode's token set split by a context that changes its activation: "x inside parentheses" (strong)
     and "x outside" (weak). A change by ``SPLIT_RATIO`` or more makes two modes, a smaller one two graded
@@ -358,12 +365,9 @@ def split_context(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list
                           [*modes[:mi], build_mode(ws, [strong, *rest]), *modes[mi + 1:]]))
         elif hi >= SPLIT_RATIO * lo:
             # The mode's other atoms go with the side whose level they share (nearer in log strength).
-            def near_strong(a: Condition) -> bool:
-                f = ws.mask(a)
-                level = float(y[f].mean()) if bool(f.any()) else 0.0
-                return abs(np.log(max(level, 1e-9) / hi)) <= abs(np.log(max(level, 1e-9) / lo))
-            with_strong = [a for a in rest if near_strong(a)]
-            with_weak = [a for a in rest if not near_strong(a)]
+            near = [_nearer_first(ws, a, hi, lo) for a in rest]
+            with_strong = [a for a, s in zip(rest, near, strict=True) if s]
+            with_weak = [a for a, s in zip(rest, near, strict=True) if not s]
             new = [build_mode(ws, [strong, *with_strong]), build_mode(ws, [weak, *with_weak])]
             props.append((f"split mode {mi} by context: {strong.describe()} / {weak.describe()}",
                           [*modes[:mi], *new, *modes[mi + 1:]]))
