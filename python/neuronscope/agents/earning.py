@@ -1,6 +1,7 @@
 """The earning rule of the offline loop: which modes are meanings, which go to the background term.
 
-Written in ``AgentConfig`` (``min_mode_cover``, ``min_mode_gain``) and decided on train data only; ``agent`` is
+Written in ``AgentConfig`` (``min_mode_cover``, ``min_mode_gain``, ``broad_mode_cover``, ``broad_mode_gain``)
+and decided on train data only; ``agent`` is
 the :class:`~neuronscope.agents.offline.OfflineNeuronScope` (its workspace, config, similarity and log).
 """
 
@@ -47,7 +48,8 @@ def earn(agent, modes: list[Mode], active: torch.Tensor) -> tuple[list[Mode], Mo
 
     a mode is a meaning when it fires on activating tokens in at least ``min_mode_cover`` of the train
     windows that hold any (:func:`cover`) and removing it (the other modes and the background kept) loses
-    at least ``min_mode_gain`` train score. A covering mode that fails only because another mode's broad
+    at least ``min_mode_gain`` train score — or, firing in at least ``broad_mode_cover`` of them, at least
+    ``broad_mode_gain`` (:func:`earns`). A covering mode that fails only because another mode's broad
     atom fires on its tokens is freed first (:func:`meanings.unshadow`).
     The least useful failing mode goes first, and the rule is re-checked on the rest: one that covers
     the activating tokens but adds nothing over the others means the same as one of them and is merged
