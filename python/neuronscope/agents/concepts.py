@@ -362,19 +362,15 @@ def class_split(parts: Sequence[Counter],
     atoms (most of an atom's mass in the class) carry the largest share of the mode's mass, between
     ``MIN_SPLIT_SHARE`` and ``1 - MIN_SPLIT_SHARE``, splits it when its words and the rest are unlike in
     meaning (cosine of their static word-vector centroids below ``max_similarity``) and one side is a class by
-    itself (:func:`closed_concept`):
-    "import" beside "file", "directory" is a Python keyword beside file words (cosine 0.16), two meanings that a
-    clustering of code-context vectors put together and that one strength cannot tell apart, while "these",
-    "those" beside "they" (0.43) stay one. None when no class splits it."""
-    whole: Counter = Counter()
-    for p in parts:
-        whole.update(p)
+    itself (:func:`closed_concept`): "import" beside "file", "directory" is a Python keyword beside file words
+    (cosine 0.16), two meanings that a clustering of code-context vectors put together and that one strength
+    cannot tell apart, while "these", "those" beside "they" (0.43) stay one; numbers beside "created", "deleted"
+    are two even when numbers hold 70% of the mass. None when no class splits it."""
+    whole: Counter = sum(parts, Counter())
     total = sum(whole.values())
     if len(parts) < 2 or total <= 0:
         return None
-    # A mode one class names as a whole is split only by that class, from words outside it (numbers beside
-    # "created", "deleted": 30% of the mass is no stray member), never into its sub-classes (brackets).
-    named = closed_concept(whole)
+    named = closed_concept(whole)  # a mode one class names is split by that class only
     mass = [sum(p.values()) for p in parts]
     best: tuple[float, Concept, list[int]] | None = None
     for c in CLOSED if named is None else (named,):
