@@ -322,8 +322,10 @@ def _nearer_first(ws: Workspace, atom: Condition, first: float, second: float) -
 
 def split_context(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[Proposal]:
     """A mode's token set split by a context that changes its activation: "x inside parentheses" (strong)
-    and "x outside" (weak). A change by ``SPLIT_RATIO`` or more makes two modes, a smaller one two graded
-    levels of the mode; the context must explain at least a quarter of the set's activation variance."""
+    and "x outside" (weak). A change by ``SPLIT_RATIO`` or more makes two modes (the mode's other atoms going with
+    the side whose level they share), a smaller one two graded levels of the mode, and a weak side below the
+    activating threshold is dropped (the mode restricted to the context); the context must explain at least a
+    quarter of the set's activation variance."""
     ws = agent.ws
     y = ws.batch.acts
     props: list[Proposal] = []
