@@ -98,6 +98,7 @@ class OfflineNeuronScope:
         self.heldout_scorer = heldout_scorer
         self.transcript: list[dict] = []
         self.rounds: list[dict] = []
+        self._memo_batch, self._memo_cache = None, {}  # see _memo
         self.survey = list(survey or [])
         """Survey windows (``feedback.store_survey``), joined to the train evidence after the first clustering."""
 
@@ -218,7 +219,7 @@ class OfflineNeuronScope:
         """``compute()`` cached per (what, both modes' conditions and kinds, the train batch, the activating set):
         the merge gate asks about the same pairs in every proposal step, and a mode's strength and tokens follow
         from its conditions on a batch."""
-        if getattr(self, "_memo_batch", None) is not self.ws.batch:
+        if self._memo_batch is not self.ws.batch:
             self._memo_batch, self._memo_cache = self.ws.batch, {}
         key = (what, tuple(a.conditions), a.kind, tuple(b.conditions), b.kind, int(active.sum()))
         if key not in self._memo_cache:

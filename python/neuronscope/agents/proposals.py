@@ -183,8 +183,8 @@ def cover_missed(agent: Agent, modes: list[Mode], active: torch.Tensor) -> list[
             if len(group) >= 2:
                 # A missed meaning arrives as a group of words (a category the stored evidence never showed,
                 # met in the survey): one word alone rarely buys a new mode's cost, the group does.
-                props.append((f"new mode for missed tokens: {build_mode(ws, group).description}",
-                              [*modes, build_mode(ws, group)]))
+                grouped = build_mode(ws, group)
+                props.append((f"new mode for missed tokens: {grouped.description}", [*modes, grouped]))
             for j in ranked[:3]:
                 c = cands[int(j)]
                 alone = build_mode(ws, [c])

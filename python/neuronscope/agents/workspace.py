@@ -15,7 +15,7 @@ import torch
 from ..explanations.conditions import ConditionEvaluator, segment_starts, shifted
 from ..explanations.model import MAX_OFFSET, Condition, Mode, Position, PrevTokenIn, TokenIn, TokenRegex
 from ..scoring.evidence import NeuronEvidence, Window, WindowBatch
-from ..scoring.simulate import ExecSimulator
+from ..scoring.simulate import ExecSimulator, combine_modes
 from .render import render_mode
 
 SHAPE_REGEXES = (
@@ -37,13 +37,6 @@ FeatureFn = Callable[[WindowBatch, torch.Tensor], np.ndarray]
 
 def key_piece(vocab, i: int) -> str:
     return vocab.pieces[int(i)].strip()
-
-
-def _pick(values: torch.Tensor) -> torch.Tensor:
-    """(n, T) → (T,): the largest-magnitude value per token (``combine_modes``)."""
-    from ..scoring.simulate import combine_modes
-
-    return combine_modes(values)
 
 
 class Workspace:
@@ -107,10 +100,10 @@ class Workspace:
             if not m.conditions:
                 continue
             masks = self.masks(m.conditions).to(torch.float32)
-            rows.append(_pick(masks * torch.tensor(m.strengths, dtype=torch.float32)[:, None]))
+            rows.append(combine_modes(masks * torch.tensor(m.strengths, dtype=torch.float32)[:, None]))
         if not rows:
             return torch.zeros(self.batch.n_tokens, dtype=torch.float32)
-        return _pick(torch.stack(rows))
+        return combine_modes(torch.stack(rows))
 
     def atom_rows_cv(self, conds: list[Condition]) -> torch.Tensor:
         """(C, T) float32: each condition's cross-validated level where it fires — its mean activation over
@@ -145,10 +138,10 @@ class Workspace:
         for m in modes:
             if not m.conditions:
                 continue
-            rows.append(_pick(self.atom_rows_cv(m.conditions)))
+            rows.append(combine_modes(self.atom_rows_cv(m.conditions)))
         if not rows:
             return torch.zeros(self.batch.n_tokens, dtype=torch.float32)
-        return _pick(torch.stack(rows))
+        return combine_modes(torch.stack(rows))
 
     def score(self, modes: list[Mode], where: torch.Tensor | None = None) -> float:
         """The train score every decision uses: Pearson r of the cross-validated prediction (:meth:`atom_rows_cv`),
