@@ -125,8 +125,9 @@ def test_new_kinds_round_trip_and_validate():
                 condition_strengths=[2.0, 1.0])
     e = Explanation(0, 1, [mode])
     d = e.to_dict()
-    assert d["schema"] == 3
+    assert d["schema"] == 4
     back = Explanation.from_dict(d)
+    assert Explanation.from_dict({**d, "schema": 3}).modes[0].conditions == mode.conditions  # schema 3 reads
     assert back.modes[0].conditions == mode.conditions
     old = {**d, "schema": 2, "modes": [{"label": "a", "conditions": [{"kind": "token", "tokens": ["a"]}]}]}
     assert Explanation.from_dict(old).modes[0].conditions == [TokenIn(("a",))]  # schema 2 still reads

@@ -82,10 +82,12 @@ def test_report_views_match_the_store(small_run):
         for m, mv in zip(e.modes, view["methods"][r["method"]]["modes"], strict=True):
             for x in mv["exemplars"]:
                 p = x["position"]
-                ids = store.tokens.tokens[max(0, p - 40) : p + 1].astype(np.int64)
+                # left context, and the next token (a context term's ``next_token`` conditions read it)
+                lo, hi = max(0, p - 40), min(p + 2, len(store.tokens.tokens))
+                ids = store.tokens.tokens[lo:hi].astype(np.int64)
                 fired = ev.evaluate_mode(m, torch.as_tensor(ids), torch.as_tensor(store.tokens.doc_of(
-                    np.arange(max(0, p - 40), p + 1)).astype(np.int64)))
-                assert bool(fired[-1]), (m.describe() if hasattr(m, "describe") else m.label, x["pieces"][x["focus"]])
+                    np.arange(lo, hi)).astype(np.int64)))
+                assert bool(fired[p - lo]), (m.label, x["pieces"][x["focus"]])
 
 
 def test_second_run_recomputes_nothing(small_run, monkeypatch, capsys):

@@ -60,7 +60,7 @@ def _entries(rows: list[dict], method: str) -> list[dict]:
         e = r.get("explanation") or {}
         score = (r.get("heldout") or {}).get("score")
         for j, m in enumerate(e.get("modes") or []):
-            if m.get("kind", "mode") == "background":  # diffuse low-level firing is not a meaning to search for
+            if m.get("kind", "mode") != "mode":  # the background and context terms are not meanings to search for
                 continue
             out.append({"layer": int(r["layer"]), "index": int(r["index"]), "method": method, "mode": j,
                         "label": str(m.get("label", "")), "description": str(m.get("description", "")),

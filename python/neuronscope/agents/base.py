@@ -79,6 +79,18 @@ class AgentConfig:
     """... or, for a mode firing on activating tokens in at least this share of those windows, ..."""
     broad_mode_gain: float = 0.005
     """... at least this much (``earning.earns``)."""
+    similar_words: int = 20
+    """The background term reads a word it does not list by this many nearest listed words in meaning
+    (``Mode.similar``), when that raises the cross-validated train score by ``similar_min_gain``; 0: never."""
+    similar_min_gain: float = 0.0005
+    context_shifts: int = 32
+    """The context term (``context_shifts``): at most this many neighbouring tokens that add to the activation
+    of whatever token they are next to; 0 turns it off."""
+    context_min_gain: float = 0.0003
+    """A neighbour earns a shift when its cross-validated shift removes at least this share of the train
+    variance."""
+    context_shrink: float = 2.0
+    """Pseudo-occurrences that shrink a shift toward 0 (a neighbour seen a few times moves little)."""
 
 
 OfflineConfig = AgentConfig

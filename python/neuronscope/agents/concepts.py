@@ -290,14 +290,14 @@ def _contexts(mode: Mode) -> list[str]:
 
 def name_mode(ws, mode: Mode, active: torch.Tensor) -> Mode:
     """Sets the mode's ``concept``, ``label`` and ``description`` (in place; see the module docstring)."""
-    if not mode.conditions:
+    if not mode.conditions or mode.additive:  # the context term names itself (``render_context``)
         return mode
-    reading = describe_conditions(mode.conditions)
-    graded = _graded_note(mode)
+    reading, graded = describe_conditions(mode.conditions), _graded_note(mode)
     if mode.is_background:
         mode.concept = None
         mode.label = "background"
-        mode.description = f"Weak, diffuse firing: {reading}{graded}"
+        near = f"; any other word as the {mode.similar} listed words nearest to it in meaning" if mode.similar else ""
+        mode.description = f"Weak, diffuse firing: {reading}{graded}{near}"
         return mode
     ctx_only = _context_only(mode)
     if ctx_only is not None:

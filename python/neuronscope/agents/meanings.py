@@ -69,7 +69,7 @@ def split_classes(agent, modes: list[Mode], active: torch.Tensor) -> list[Mode]:
         # clustering of contextual vectors put together); contexts are not words.
         words = [a for a in parts if isinstance(a, (TokenIn, TokenRegex))]
         got = class_split([mode_tokens(agent.ws, Mode("", conditions=[a]), active) for a in words]) \
-            if len(words) >= 2 and not m.is_background else None
+            if len(words) >= 2 and m.is_meaning else None
         if got is None:
             out.append(m)
             continue

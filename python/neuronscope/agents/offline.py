@@ -45,9 +45,10 @@ from ..explanations.model import Condition, Explanation, Mode, PrevTokenIn, Toke
 from ..scoring.batch import score_conditions
 from ..scoring.evidence import NeuronEvidence, Window
 from . import earning, meanings
-from .background import background_term
+from .background import background_term, similar_words
 from .base import AgentConfig, AgentResult
 from .concepts import name_modes
+from .context_shifts import context_term
 from .proposals import is_position_mode, proposals
 from .pruning import prune_atoms
 from .threads import remember_model_threads, torch_threads
@@ -356,8 +357,13 @@ class OfflineNeuronScope:
         modes = sorted(modes, key=lambda m: -m.strength)
         name_modes(self.ws, modes, active)
         if background is not None:
+            self.log("similar words", **similar_words(self.ws, self.cfg, modes, background))
             name_modes(self.ws, [background], active)
             modes.append(background)
+        context, why = context_term(self.ws, self.cfg, modes)
+        self.log("context", **why)
+        if context is not None:
+            modes.append(context)
         e = Explanation(ev.layer, ev.index, modes or [Mode("unexplained")], method="neuronscope")
         if not modes:
             e.text = "no condition predicts this neuron's activating tokens"

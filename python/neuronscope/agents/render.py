@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import re
 
-from ..explanations.model import AllOf, Condition, Mode, Not, Position, PrecedingRegex, PrevTokenIn, TokenIn, TokenRegex
+from ..explanations.model import (
+    AllOf,
+    Condition,
+    Mode,
+    NextTokenIn,
+    Not,
+    Position,
+    PrecedingRegex,
+    PrevTokenIn,
+    TokenIn,
+    TokenRegex,
+)
 
 _SHAPES = {
     r"^\d+$": "numbers",
@@ -70,6 +81,8 @@ def describe_condition(c: Condition) -> str:
     if isinstance(c, PrevTokenIn):
         where = "right after" if c.offset == 1 else f"{c.offset} tokens after"
         return f"any token {where} {quote_tokens(c.tokens)}"
+    if isinstance(c, NextTokenIn):
+        return f"any token right before {quote_tokens(c.tokens)}"
     if isinstance(c, PrecedingRegex):
         return f"any token {_context(c)}"
     if isinstance(c, Not):
@@ -148,4 +161,18 @@ def render_mode(mode: Mode) -> Mode:
         mode.label = label_for(mode.conditions)
         mode.description = describe_conditions(mode.conditions)
         mode.description = mode.description[0].upper() + mode.description[1:]
+    return mode
+
+
+def render_context(mode: Mode, shown: int = 8) -> Mode:
+    """Label and description of a context term (``kind == "context"``, one neighbouring token per condition,
+    each with the activation it adds): the largest shifts first, e.g. ``right after "def" +0.42``."""
+    parts = []
+    for c, v in sorted(zip(mode.conditions, mode.strengths, strict=True), key=lambda cv: -abs(cv[1]))[:shown]:
+        where = "right after" if isinstance(c, PrevTokenIn) else "right before"
+        parts.append(f"{where} {quote_tokens(c.tokens)} {v:+.2f}")
+    more = f" and {len(mode.conditions) - shown} more" if len(mode.conditions) > shown else ""
+    mode.label = "context"
+    mode.description = ("Added to any token's activation, by its neighbour: " + "; ".join(parts) + more
+                        if parts else "")
     return mode

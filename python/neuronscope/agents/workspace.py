@@ -94,16 +94,21 @@ class Workspace:
 
     def predict(self, modes: list[Mode]) -> torch.Tensor:
         """(T,) float32: the exec simulator's prediction of these modes on the train batch (same rule as
-        ``ExecSimulator``: graded per condition, the largest magnitude where several modes fire)."""
-        rows = []
+        ``ExecSimulator``: graded per condition, the largest magnitude where several modes fire, plus the
+        context term's shifts)."""
+        rows, shift = [], torch.zeros(self.batch.n_tokens, dtype=torch.float32)
         for m in modes:
             if not m.conditions:
                 continue
             masks = self.masks(m.conditions).to(torch.float32)
-            rows.append(combine_modes(masks * torch.tensor(m.strengths, dtype=torch.float32)[:, None]))
+            parts = masks * torch.tensor(m.strengths, dtype=torch.float32)[:, None]
+            if m.additive:
+                shift = shift + parts.sum(0)
+            else:
+                rows.append(combine_modes(parts))
         if not rows:
-            return torch.zeros(self.batch.n_tokens, dtype=torch.float32)
-        return combine_modes(torch.stack(rows))
+            return shift
+        return combine_modes(torch.stack(rows)) + shift
 
     def atom_rows_cv(self, conds: list[Condition]) -> torch.Tensor:
         """(C, T) float32: each condition's cross-validated level where it fires — its mean activation over
@@ -134,14 +139,18 @@ class Workspace:
     def predict_cv(self, modes: list[Mode]) -> torch.Tensor:
         """(T,) float32: the graded prediction with every condition's strength cross-validated
         (:meth:`atom_rows_cv`)."""
-        rows = []
+        rows, shift = [], torch.zeros(self.batch.n_tokens, dtype=torch.float32)
         for m in modes:
             if not m.conditions:
                 continue
+            if m.additive:  # the context term's shifts are chosen cross-validated (``context_shifts``); as fitted here
+                shift = shift + (self.masks(m.conditions).to(torch.float32)
+                                 * torch.tensor(m.strengths, dtype=torch.float32)[:, None]).sum(0)
+                continue
             rows.append(combine_modes(self.atom_rows_cv(m.conditions)))
         if not rows:
-            return torch.zeros(self.batch.n_tokens, dtype=torch.float32)
-        return combine_modes(torch.stack(rows))
+            return shift
+        return combine_modes(torch.stack(rows)) + shift
 
     def score(self, modes: list[Mode], where: torch.Tensor | None = None) -> float:
         """The train score every decision uses: Pearson r of the cross-validated prediction (:meth:`atom_rows_cv`),

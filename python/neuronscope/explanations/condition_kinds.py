@@ -110,6 +110,27 @@ class PrevTokenIn(Condition):
 
 
 @dataclass(frozen=True)
+class NextTokenIn(Condition):
+    """The token right after the current one (same document, where the stream shows it) is one of ``tokens``.
+
+    An encoder reads both sides (MiniLM), and even a decoder's activation on a word often correlates with what
+    follows it in the text; false at a window's last token, whose successor the evidence does not hold."""
+
+    tokens: tuple[str, ...]
+    case_sensitive: bool = False
+    kind: ClassVar[str] = "next_token"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tokens_field(self.tokens, self.kind))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tokens": list(self.tokens), "case_sensitive": self.case_sensitive}
+
+    def describe(self) -> str:
+        return f"token[+1] ∈ {_show(self.tokens)}"
+
+
+@dataclass(frozen=True)
 class PrecedingRegex(Condition):
     """The text of the ``window`` tokens before the current one (same document) matches ``pattern``."""
 
@@ -207,8 +228,8 @@ class Not(Condition):
         return f"¬({self.condition.describe()})"
 
 
-CONDITION_KINDS: dict[str, type[Condition]] = {c.kind: c for c in (TokenIn, TokenRegex, PrevTokenIn, PrecedingRegex,
-                                                                   Position, AllOf, Not)}
+CONDITION_KINDS: dict[str, type[Condition]] = {c.kind: c for c in (TokenIn, TokenRegex, PrevTokenIn, NextTokenIn,
+                                                                   PrecedingRegex, Position, AllOf, Not)}
 
 
 def condition_from_dict(d: Any, where: str = "condition") -> Condition:
@@ -229,6 +250,9 @@ def condition_from_dict(d: Any, where: str = "condition") -> Condition:
         check_keys(d, {"kind", "tokens", "offset", "case_sensitive"}, where)
         offset = int_field(d.get("offset", 1), 1, MAX_OFFSET, f"{where}.offset")
         return PrevTokenIn(tokens_field(d.get("tokens"), where), offset, cs)
+    if kind == "next_token":
+        check_keys(d, {"kind", "tokens", "case_sensitive"}, where)
+        return NextTokenIn(tokens_field(d.get("tokens"), where), cs)
     if kind == "preceding_regex":
         check_keys(d, {"kind", "pattern", "window", "case_sensitive"}, where)
         return PrecedingRegex(pattern_field(d.get("pattern"), cs, where),

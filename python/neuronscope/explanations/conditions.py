@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import ExplanationError
-from .model import AllOf, Condition, Mode, Not, Position, PrecedingRegex, PrevTokenIn, TokenIn, TokenRegex
+from .model import AllOf, Condition, Mode, NextTokenIn, Not, Position, PrecedingRegex, PrevTokenIn, TokenIn, TokenRegex
 from .patterns import BoundedSearch
 from .vocab import Vocab
 
@@ -43,6 +43,17 @@ def shifted(ids: torch.Tensor, seg: torch.Tensor, k: int) -> tuple[torch.Tensor,
     return prev, valid
 
 
+def following(ids: torch.Tensor, seg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids[t + 1], valid)`` for every t, where ``valid`` says t + 1 exists in t's segment: both (T,)."""
+    t = ids.shape[0]
+    nxt = torch.zeros_like(ids)
+    valid = torch.zeros(t, dtype=torch.bool, device=ids.device)
+    if t > 1:
+        nxt[:-1] = ids[1:]
+        valid[:-1] = seg[:-1] == seg[1:]
+    return nxt, valid
+
+
 class ConditionEvaluator:
     """Evaluates conditions and modes for one vocabulary; masks and regex results are cached."""
 
@@ -52,12 +63,12 @@ class ConditionEvaluator:
         self._ids: dict[Condition, np.ndarray] = {}
         self._text_cache: dict[tuple[str, bool], dict[str, bool]] = {}
 
-    def vocab_ids(self, cond: TokenIn | TokenRegex | PrevTokenIn) -> np.ndarray:
+    def vocab_ids(self, cond: TokenIn | TokenRegex | PrevTokenIn | NextTokenIn) -> np.ndarray:
         """Sorted int64 ids that satisfy the token test of ``cond`` (for ``prev_token``: at its offset), cached."""
         hit = self._ids.get(cond)
         if hit is not None:
             return hit
-        if isinstance(cond, (TokenIn, PrevTokenIn)):
+        if isinstance(cond, (TokenIn, PrevTokenIn, NextTokenIn)):
             ids = self.vocab.ids_in(cond.tokens, cond.case_sensitive)
         elif isinstance(cond, TokenRegex):
             search = BoundedSearch(cond.pattern, cond.case_sensitive, len(self.vocab), cond.kind)
@@ -68,13 +79,13 @@ class ConditionEvaluator:
         self._ids[cond] = ids
         return ids
 
-    def vocab_mask(self, cond: TokenIn | TokenRegex | PrevTokenIn) -> np.ndarray:
+    def vocab_mask(self, cond: TokenIn | TokenRegex | PrevTokenIn | NextTokenIn) -> np.ndarray:
         """(V,) bool: the ids that satisfy the token test of ``cond`` (for ``prev_token``: at the offset)."""
         mask = np.zeros(len(self.vocab), dtype=bool)
         mask[self.vocab_ids(cond)] = True
         return mask
 
-    def _torch_mask(self, cond: TokenIn | TokenRegex | PrevTokenIn, device: torch.device) -> torch.Tensor:
+    def _torch_mask(self, cond: TokenIn | TokenRegex | PrevTokenIn | NextTokenIn, device: torch.device) -> torch.Tensor:
         key = (cond, str(device))
         m = self._masks.get(key)
         if m is None or m.shape[0] != len(self.vocab):
@@ -104,6 +115,9 @@ class ConditionEvaluator:
         if isinstance(cond, PrevTokenIn):
             prev, valid = shifted(ids, seg, cond.offset)
             return self._torch_mask(cond, ids.device).index_select(0, prev.long()) & valid
+        if isinstance(cond, NextTokenIn):
+            nxt, valid = following(ids, seg)
+            return self._torch_mask(cond, ids.device).index_select(0, nxt.long()) & valid
         if isinstance(cond, PrecedingRegex):
             return self._preceding(cond, ids, seg, where)
         if isinstance(cond, Position):

@@ -6,6 +6,7 @@ Conditions are the "testable atomic conditions" of NeuronScope's decomposition s
 ``token``            the current token is one of ``tokens`` (normalised strings, see ``vocab``)
 ``token_regex``      the current (normalised) token matches ``pattern`` (``re.search``)
 ``prev_token``       the token ``offset`` positions back (1 = previous) is one of ``tokens``
+``next_token``       the next token (where the stream shows it) is one of ``tokens``
 ``preceding_regex``  the text of the ``window`` tokens before the current one matches ``pattern``
 ``position``         the token's position in its document (0 = its first token) is in ``[start, stop)``
 ``all``              every sub-condition holds (a conjunction)
@@ -22,14 +23,18 @@ position exactly for ``stop <= MAX_OFFSET`` (records imported without context co
 A mode is a *meaning* with graded strength: each of its conditions may carry its own strength
 (``condition_strengths``, one per condition), so "the token one, strongly; two and three, weaker" is one
 mode with two levels, not two modes. A mode of kind ``background`` is the explanation's term for diffuse
-low-level firing: it is simulated like any mode but is not counted, or shown, as a meaning.
+low-level firing: it is simulated like any mode but is not counted, or shown, as a meaning. A mode of kind
+``context`` is the explanation's context term: each of its conditions (a neighbouring token: ``prev_token`` or
+``next_token``) *adds* its strength to the token's predicted activation, on top of the strongest mode, and
+several that hold add up ("right after *def*: +0.4"); it is not a meaning either. A background term with
+``similar`` > 0 also reads the words the explanation never lists by their nearest listed words in meaning.
 
-JSON form (schema 3): ``{"schema": 3, "layer": .., "index": .., "modes": [{"label", "description",
+JSON form (schema 4): ``{"schema": 4, "layer": .., "index": .., "modes": [{"label", "description",
 "conditions": [{"kind": "token", "tokens": [..]}, ..], "strength", "condition_strengths": [..] | null,
-"kind": "mode" | "background", "concept": str | null, "exemplars", "scores"}], ...}``. Schema 1 files
-(no per-condition strengths, no kinds) are read as uniform-strength modes; schema 2 is schema 3 without the
-``position`` and ``not`` conditions. ``from_dict`` validates
-everything and names the offending field.
+"kind": "mode" | "background" | "context", "concept": str | null, "similar": int, "exemplars", "scores"}],
+...}``. Schema 1 files (no per-condition strengths, no kinds) are read as uniform-strength modes; schema 2 is
+schema 3 without the ``position`` and ``not`` conditions; schema 3 is schema 4 without ``next_token``, context
+terms and ``similar``. ``from_dict`` validates everything and names the offending field.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from .condition_kinds import (  # noqa: F401  (re-exported: the condition kinds 
     MAX_OFFSET,
     AllOf,
     Condition,
+    NextTokenIn,
     Not,
     Position,
     PrecedingRegex,
@@ -54,9 +60,11 @@ from .condition_kinds import (  # noqa: F401  (re-exported: the condition kinds 
 )
 from .validate import check_keys, float_field, int_field
 
-SCHEMA_VERSION = 3
-READABLE_SCHEMAS = (1, 2, 3)
-MODE_KINDS = ("mode", "background")
+SCHEMA_VERSION = 4
+READABLE_SCHEMAS = (1, 2, 3, 4)
+MODE_KINDS = ("mode", "background", "context")
+SIMILAR_MAX = 100
+"""Largest ``Mode.similar`` (nearest listed words a background term reads an unlisted word by)."""
 
 
 @dataclass
@@ -78,10 +86,17 @@ class Mode:
     """``mode`` (a meaning) or ``background`` (diffuse low-level firing; simulated, not counted as a mode)."""
     concept: str | None = None
     """The shared meaning the label names, when the mode's tokens have one (e.g. "months"); None otherwise."""
+    similar: int = 0
+    """Background only: a word that no ``token`` condition of the explanation names, where no mode fires, is
+    predicted at the cosine-weighted mean level of the ``similar`` listed words nearest to it in meaning
+    (``scoring/similar.py``); 0: not at all."""
 
     def __post_init__(self) -> None:
         if self.kind not in MODE_KINDS:
             raise ExplanationError(f"mode kind must be one of {', '.join(MODE_KINDS)}, got {self.kind!r}")
+        if self.similar and (self.kind != "background" or not 0 < self.similar <= SIMILAR_MAX):
+            raise ExplanationError(f"mode {self.label!r}: similar={self.similar!r} needs a background mode and "
+                                   f"0 < similar <= {SIMILAR_MAX}")
         if self.condition_strengths is not None:
             self.condition_strengths = [float(x) for x in self.condition_strengths]
             if len(self.condition_strengths) != len(self.conditions):
@@ -91,6 +106,16 @@ class Mode:
     @property
     def is_background(self) -> bool:
         return self.kind == "background"
+
+    @property
+    def is_meaning(self) -> bool:
+        """A meaning (kind ``mode``), not the background or the context term."""
+        return self.kind == "mode"
+
+    @property
+    def additive(self) -> bool:
+        """The context term: its conditions' strengths add to the prediction instead of competing with it."""
+        return self.kind == "context"
 
     @property
     def strengths(self) -> list[float]:
@@ -107,7 +132,7 @@ class Mode:
         return {"label": self.label, "description": self.description,
                 "conditions": [c.to_dict() for c in self.conditions], "strength": self.strength,
                 "condition_strengths": None if self.condition_strengths is None else list(self.condition_strengths),
-                "kind": self.kind, "concept": self.concept,
+                "kind": self.kind, "concept": self.concept, "similar": self.similar,
                 "exemplars": list(self.exemplars), "scores": dict(self.scores)}
 
     @property
@@ -119,7 +144,7 @@ class Mode:
         if not isinstance(d, dict):
             raise ExplanationError(f"{where} must be an object, got {type(d).__name__}")
         check_keys(d, {"label", "description", "conditions", "strength", "exemplars", "scores",
-                        "condition_strengths", "kind", "concept"}, where)
+                        "condition_strengths", "kind", "concept", "similar"}, where)
         label = d.get("label")
         if not isinstance(label, str) or not label.strip():
             raise ExplanationError(f"{where}.label must be a non-empty string")
@@ -146,11 +171,14 @@ class Mode:
         concept = d.get("concept")
         if concept is not None and not isinstance(concept, str):
             raise ExplanationError(f"{where}.concept must be a string or null")
+        similar = int_field(d.get("similar", 0), 0, SIMILAR_MAX, f"{where}.similar")
+        if similar and kind != "background":
+            raise ExplanationError(f"{where}.similar is only meaningful on a background mode")
         return cls(label=label, description=desc,
                    conditions=[condition_from_dict(c, f"{where}.conditions[{i}]") for i, c in enumerate(conds)],
                    strength=float_field(d.get("strength"), f"{where}.strength", 1.0), exemplars=list(ex),
                    scores={str(k): float_field(v, f"{where}.scores.{k}") for k, v in scores.items() if v is not None},
-                   condition_strengths=levels, kind=kind, concept=concept)
+                   condition_strengths=levels, kind=kind, concept=concept, similar=similar)
 
 
 @dataclass
@@ -183,14 +211,14 @@ class Explanation:
     @property
     def meanings(self) -> list[Mode]:
         """The modes that are meanings: executable and not the background term (what "Number" counts)."""
-        return [m for m in self.modes if m.conditions and not m.is_background]
+        return [m for m in self.modes if m.conditions and m.is_meaning]
 
     @property
     def summary(self) -> str:
         """One line: the text, or the modes' labels joined."""
         if self.text:
             return self.text
-        return "; ".join(m.description or m.label for m in self.modes if not m.is_background)
+        return "; ".join(m.description or m.label for m in self.modes if m.is_meaning)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA_VERSION, "layer": self.layer, "index": self.index, "method": self.method,

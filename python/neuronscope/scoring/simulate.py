@@ -2,7 +2,8 @@
 
 - ``exec`` runs the explanation's conditions: a mode predicts its ``strength`` where any of its
   conditions holds and 0 elsewhere — or, graded, each condition's own strength (the largest where
-  several hold); the explanation predicts, per token, the strongest firing mode.
+  several hold); the explanation predicts, per token, the strongest firing mode, plus the context term's
+  shifts (a mode of kind ``context``: each condition that holds adds its strength).
   Offline, exact and fast (vocabulary-mask gathers).
 - ``embed`` compares each mode's description with every token in context using the offline
   all-MiniLM-L6-v2 model (cosine of the mean-pooled description embedding with the token's contextual
@@ -27,6 +28,7 @@ from ..explanations.conditions import ConditionEvaluator
 from ..explanations.model import Explanation
 from ..explanations.vocab import Vocab
 from .evidence import WindowBatch
+from .similar import fill_unlisted
 
 
 @dataclass
@@ -61,6 +63,16 @@ def combine_modes(preds: torch.Tensor) -> torch.Tensor:
     return torch.where(-lo > hi, lo, hi)
 
 
+def explanation_prediction(modes: Sequence, preds: torch.Tensor) -> torch.Tensor:
+    """(n_modes,) modes, (n_modes, T) their predictions → (T,): the strongest of the competing modes
+    (:func:`combine_modes`) plus the additive ones (the context term, ``Mode.additive``)."""
+    add = [k for k, m in enumerate(modes) if m.additive]
+    if not add:
+        return combine_modes(preds)
+    rest = [k for k in range(len(modes)) if k not in add]
+    return combine_modes(preds[rest]) + preds[add].sum(0)
+
+
 class ExecSimulator:
     """Runs the conditions (see the module docstring)."""
 
@@ -88,15 +100,18 @@ class ExecSimulator:
             for k, m in enumerate(e.modes):
                 if not m.conditions:
                     continue
-                if m.condition_strengths is None:  # uniform strength: one mask
+                if m.condition_strengths is None and not m.additive:  # uniform strength: one mask
                     fires = self.evaluator.evaluate_mode(m, batch.ids, batch.seg)[batch.scored]
                     preds[k] = fires.to(torch.float32) * float(m.strength)
                     continue
-                # Graded: each condition predicts its own strength; where several fire, the largest magnitude.
+                # Graded: each condition predicts its own strength; where several fire, the largest magnitude
+                # (the context term: the sum of the shifts that hold).
                 masks = self.evaluator.evaluate_many(m.conditions, batch.ids, batch.seg)[:, batch.scored]
                 levels = torch.tensor(m.condition_strengths, dtype=torch.float32)
-                preds[k] = combine_modes(masks.to(torch.float32) * levels[:, None])
-            out.append(Simulation(whole=combine_modes(preds), modes=preds))
+                rows = masks.to(torch.float32) * levels[:, None]
+                preds[k] = rows.sum(0) if m.additive else combine_modes(rows)
+            fill_unlisted(e, preds, batch.ids[batch.scored], self.evaluator.vocab.pieces, self.evaluator.vocab.ids_in)
+            out.append(Simulation(whole=explanation_prediction(e.modes, preds), modes=preds))
         return out
 
 
