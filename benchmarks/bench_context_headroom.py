@@ -10,6 +10,9 @@ token × next-token table (MiniLM is an encoder and reads both sides) and the to
 each backed off to the coarser table where a pair was never seen in train (a pair seen n times gets
 (sum + k · coarser) / (n + k), k = 1). These tables are not explanations — a reader cannot predict from
 thousands of bigram rows — but they bound what a token-level reading with one neighbour of context can gain.
+The ``additive`` rows are the reading NeuronScope's context term makes (``agents/context_shifts.py``): each token
+at its level plus a shift for its previous and for its next token, backfitted on the train windows — with every
+shift, and with only the 5, 20 or 50 largest (by |shift| × occurrences): a short list a reader can apply.
 Given ``--explanations`` (an eval run's ``real_explanations.jsonl``), the same table gets NeuronScope's and
 the single-pass table's held-out Score from it, for the same neurons.
 
@@ -91,6 +94,56 @@ def tables(train: list[tuple[list[str], np.ndarray]], held: list[tuple[list[str]
     out["prev"] = _pearson(prev, y_ho)
     out["next"] = _pearson(backed("next", base), y_ho)
     out["both"] = _pearson(backed("both", prev), y_ho)
+    return out
+
+
+def additive(train: list[tuple[list[str], np.ndarray]], held: list[tuple[list[str], np.ndarray]],
+             lam: float = 3.0, sizes: Sequence[int] = (5, 20, 50)) -> dict[str, float]:
+    """Held-out Pearson r of ``level[token] + shift[previous token] + shift[next token]``, backfitted on the
+    train windows (shifts shrunk by ``lam`` pseudo-occurrences), with every shift and with only the ``k`` of
+    largest |shift| × count (levels refitted under them): how much a short list of neighbour shifts can do."""
+    vocab: dict[str, int] = {}
+
+    def arrays(wins):
+        t, p, n, y = [], [], [], []
+        for ids, a in wins:
+            k = np.asarray([vocab.setdefault(x, len(vocab)) for x in ids], np.int64)
+            t.append(k)
+            p.append(np.r_[-1, k[:-1]])
+            n.append(np.r_[k[1:], -1])
+            y.append(a)
+        return [np.concatenate(x) for x in (t, p, n, y)]
+
+    t, p, n, y = arrays(train)
+    T, P, N, Y = arrays(held)
+    size = len(vocab) + 1  # the last slot: no neighbour (the edge), never shifted
+
+    def mean_by(idx, r, shrink):
+        idx = np.where(idx < 0, size - 1, idx)
+        s = np.bincount(idx, r, size)
+        c = np.bincount(idx, None, size)
+        out = np.where(c > 0, s / np.maximum(c + shrink, 1e-9), 0.0)
+        out[size - 1] = 0.0
+        return out, c
+
+    def at(v, idx):
+        return v[np.where(idx < 0, size - 1, idx)]
+
+    level = mean_by(t, y, 0.0)[0]
+    b = np.zeros(size)
+    c = np.zeros(size)
+    for _ in range(8):
+        level = mean_by(t, y - at(b, p) - at(c, n), 0.0)[0]
+        b, nb = mean_by(p, y - at(level, t) - at(c, n), lam)
+        c, nc = mean_by(n, y - at(level, t) - at(b, p), lam)
+    out = {"additive_all": _pearson(at(level, T) + at(b, P) + at(c, N), Y)}
+    for k in sizes:
+        order = np.argsort(-np.r_[np.abs(b) * nb, np.abs(c) * nc])[:k]
+        bs, cs = np.zeros(size), np.zeros(size)
+        bs[order[order < size]] = b[order[order < size]]
+        cs[order[order >= size] - size] = c[order[order >= size] - size]
+        lv = mean_by(t, y - at(bs, p) - at(cs, n), 0.0)[0]
+        out[f"additive_{k}"] = _pearson(at(lv, T) + at(bs, P) + at(cs, N), Y)
     return out
 
 
@@ -188,7 +241,8 @@ def main() -> int:
     for layer, idxs in sorted(by_layer.items()):  # one evidence pass per layer (the same windows as the eval)
         for ev in src.evidence(layer, idxs):
             tr, ho = wins(ev.train), wins(ev.heldout)
-            row = {"layer": layer, "index": ev.index, **tables(tr, ho), "evidence": evidence(tr, ho)}
+            row = {"layer": layer, "index": ev.index, **tables(tr, ho), **additive(tr, ho),
+                   "evidence": evidence(tr, ho)}
             if a.survey > 0:  # the same survey windows the agent gets (seeded by the neuron): a data-matched table
                 src.activations.prepare([layer])
                 row["survey_table"] = tables(tr + wins(store_survey(src.store, src.activations, ev, a.survey)),
@@ -207,8 +261,8 @@ def main() -> int:
             for m in ("single-pass", "neuronscope"):
                 if (r["layer"], r["index"], m) in scored:
                     r[m] = scored[(r["layer"], r["index"], m)]
-    names = ["token", "prev", "next", "both"] + [m for m in ("survey_table", "single-pass", "neuronscope")
-                                                  if rows and all(m in r for r in rows)]
+    names = ["token", "prev", "next", "both", "additive_all", "additive_5", "additive_20", "additive_50"]
+    names += [m for m in ("survey_table", "single-pass", "neuronscope") if rows and all(m in r for r in rows)]
     summary = {}
     for m in names:
         x = np.array([r[m] for r in rows])

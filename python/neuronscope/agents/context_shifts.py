@@ -2,11 +2,12 @@
 are next to, added to what the meanings and the background predict.
 
 A token look-up table (and a meaning's per-token levels) says how strongly each word fires on average; the
-neighbouring word moves it. On 80 real MiniLM neurons, a backfitted additive model ``level[token] +
+neighbouring word moves it. On the eval's 200 real MiniLM neurons, a backfitted additive model ``level[token] +
 shift[previous token] + shift[next token]`` fitted on the train windows lifts held-out Score over the token
-table by +0.032 — and the 5 largest shifts alone by +0.016, the 20 largest by +0.023 (``runs/dev/addctx.py``
-in the session notes; MiniLM is an encoder and reads both sides). A short list of "right after *def* +0.4,
-right before *(* −0.2" is something a reader can apply, where a table of thousands of word pairs is not.
+table by +0.027 — the 20 largest shifts alone by +0.016, the 50 largest by +0.020 (``additive`` rows of
+``benchmarks/bench_context_headroom.py``; MiniLM is an encoder and reads both sides). A short list of "right
+after *def* +0.4, right before *(* −0.2" is something a reader can apply, where a table of thousands of word
+pairs (+0.031 to +0.039) is not.
 
 The shifts are chosen greedily on train data only: each step takes the neighbour whose leave-one-window-out
 shift (the mean residual where it is the neighbour, over the *other* train windows, shrunk by ``shrink``

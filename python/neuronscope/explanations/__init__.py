@@ -9,6 +9,7 @@ from .model import (
     Condition,
     Explanation,
     Mode,
+    NextTokenIn,
     Not,
     Position,
     PrecedingRegex,
@@ -21,5 +22,5 @@ from .model import (
 from .vocab import Vocab
 
 __all__ = ["MAX_OFFSET", "SCHEMA_VERSION", "AllOf", "Condition", "ConditionEvaluator", "Explanation", "Mode",
-           "Not", "Position", "PrecedingRegex", "PrevTokenIn", "TokenIn", "TokenRegex", "Vocab", "condition_from_dict",
-           "normalise", "read_explanations", "write_explanations"]
+           "NextTokenIn", "Not", "Position", "PrecedingRegex", "PrevTokenIn", "TokenIn", "TokenRegex", "Vocab",
+           "condition_from_dict", "normalise", "read_explanations", "write_explanations"]
