@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..explanations.conditions import following, shifted
-from ..explanations.model import Mode, NextTokenIn, PrevTokenIn, normalise
+from ..explanations.model import Mode, NextTokenIn, PrevTokenIn
 from .render import render_context
 
 
@@ -106,13 +106,12 @@ def joint_values(y: np.ndarray, base: np.ndarray, members: list[np.ndarray], shr
     together on all of them (backfitting: each the shrunk mean residual left by the others)."""
     r0 = np.asarray(y, np.float64) - np.asarray(base, np.float64)
     values = np.zeros(len(members))
+    total = np.zeros_like(r0)  # the summed shift at each token
     for _ in range(6):
         for i, m in enumerate(members):
-            other = np.zeros_like(r0)
-            for j, mj in enumerate(members):
-                if j != i:
-                    np.add.at(other, mj, values[j])
-            values[i] = float((r0[m] - other[m]).sum() / (len(m) + shrink))
+            total[m] -= values[i]  # the others' shifts only
+            values[i] = float((r0[m] - total[m]).sum() / (len(m) + shrink))
+            total[m] += values[i]
     return values
 
 
@@ -132,8 +131,7 @@ def vocab_keys(vocab) -> tuple[np.ndarray, np.ndarray]:
     the keys ``prev_token`` / ``next_token`` conditions compare (cached per vocabulary)."""
     hit = _KEYS.get(id(vocab))
     if hit is None or len(hit[1]) != len(vocab.pieces):
-        keys = np.array([normalise(p) for p in vocab.pieces], dtype=object)
-        uniq, kid = np.unique(keys.astype(str), return_inverse=True)
+        uniq, kid = np.unique(np.asarray(vocab.keys(False), dtype=str), return_inverse=True)
         kid = np.where(np.char.str_len(uniq.astype(str))[kid] > 0, kid, -1)
         hit = _KEYS[id(vocab)] = (uniq, kid)
     return hit

@@ -15,8 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from ..explanations.model import AllOf, Condition, Explanation, Mode, Not, TokenIn
+from ..explanations.vocab import Vocab
 
 
 def named_tokens(modes: Sequence[Mode]) -> list[TokenIn]:
@@ -78,15 +80,13 @@ def similar_fill(table: Sequence[str], levels: np.ndarray, queries: Sequence[str
     return np.where(den > 0, (w * lv).sum(1) / np.maximum(den, 1e-12), 0.0)
 
 
-def fill_unlisted(e: Explanation, preds, ids, pieces: Sequence[str], vocab_ids_in) -> None:
+def fill_unlisted(e: Explanation, preds: torch.Tensor, ids: torch.Tensor, vocab: Vocab) -> None:
     """In place: the row of each mode with ``similar`` > 0 in ``preds`` (n_modes, T) gets the fill at the tokens
     (``ids`` (T,)) that no mode predicts and no ``token`` condition of the explanation names."""
-    from ..explanations.model import normalise
-
     which = [k for k, m in enumerate(e.modes) if m.similar > 0]
     if not which or ids.numel() == 0:
         return
-    named = [vocab_ids_in(c.tokens, c.case_sensitive) for c in named_tokens(e.modes)]
+    named = [vocab.ids_in(c.tokens, c.case_sensitive) for c in named_tokens(e.modes)]
     named_ids = np.unique(np.concatenate(named)) if named else np.zeros(0, np.int64)
     compete = [k for k, m in enumerate(e.modes) if not m.additive]
     silent = (preds[compete] == 0).all(0).cpu().numpy()
@@ -96,7 +96,8 @@ def fill_unlisted(e: Explanation, preds, ids, pieces: Sequence[str], vocab_ids_i
         return
     table, levels = listed_levels([e.modes[k] for k in compete])
     uniq = np.unique(idn[todo])
-    words = [normalise(pieces[i]) for i in uniq.tolist()]
+    keys = vocab.keys(False)
+    words = [keys[i] for i in uniq.tolist()]
     keep = [j for j, w in enumerate(words) if w]
     if not keep:
         return

@@ -110,7 +110,7 @@ class ExecSimulator:
                 levels = torch.tensor(m.condition_strengths, dtype=torch.float32)
                 rows = masks.to(torch.float32) * levels[:, None]
                 preds[k] = rows.sum(0) if m.additive else combine_modes(rows)
-            fill_unlisted(e, preds, batch.ids[batch.scored], self.evaluator.vocab.pieces, self.evaluator.vocab.ids_in)
+            fill_unlisted(e, preds, batch.ids[batch.scored], self.evaluator.vocab)
             out.append(Simulation(whole=explanation_prediction(e.modes, preds), modes=preds))
         return out
 
